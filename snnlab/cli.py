@@ -1,0 +1,95 @@
+"""The ``snnlab`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import __version__
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one experiment from a YAML config",
+        description="Train one experiment (supervised: a spiking classifier with a Lightning "
+        "Trainer) and print its final validation accuracy. Writes checkpoints, CSV, "
+        "TensorBoard and W&B (offline by default) logs to <out>/<name>/version_<n>/.",
+    )
+    p.add_argument("config", help="experiment YAML file, e.g. configs/sl_digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key by its dotted path (value parsed as YAML), "
+                   "e.g. --set model.hidden=[64,64] --set slope.k=10; repeatable")
+    p.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
+    p.add_argument("--max-epochs", type=int, help="number of epochs (overrides trainer.max_epochs)")
+    p.add_argument("--out", metavar="DIR", help="root folder for run directories "
+                   "(overrides logging.out_dir; default runs/train)")
+    p.add_argument("--wandb", choices=["offline", "online", "off"],
+                   help="W&B mode: offline run files (default), online (needs `wandb login`), or off")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .config import load_experiment
+
+    overrides = list(args.overrides)
+    for flag, key in (("seed", "seed"), ("max_epochs", "trainer.max_epochs"),
+                      ("out", "logging.out_dir"), ("wandb", "logging.wandb")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.no_progress:
+        overrides.append("trainer.progress_bar=false")
+    cfg = load_experiment(args.config, overrides)
+    from .wandb_utils import check_wandb_mode
+
+    check_wandb_mode(cfg.logging.wandb)
+    from .supervised import train_supervised
+
+    res = train_supervised(cfg)
+    print(f"final val_acc: {res.final_val_acc:.4f}  (best {res.best_val_acc:.4f}, "
+          f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
+    print(f"run directory: {res.run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snnlab",
+        description="Study surrogate-gradient slopes in spiking neural networks: train one "
+        "experiment (Lightning / RLlib) or run a Ray Tune study of slope settings.",
+    )
+    parser.add_argument("--version", action="version", version=f"snnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+
+    user_errors: tuple[type[BaseException], ...] = (ConfigError,)
+    try:
+        from .supervised.data import DataError
+
+        user_errors += (DataError,)
+    except ImportError:  # pragma: no cover - lightning missing
+        pass
+    try:
+        return args.func(args)
+    except user_errors as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"snnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Leaky integrate-and-fire neurons, multi-step, with explicit state.
+
+Dynamics (PAPER.md; identical to ``snntorch.Leaky`` with reset by subtraction
+and ``reset_delay=True``)::
+
+    U[t] = beta * U[t-1] + I[t] - S[t-1] * theta      (S[t-1] detached)
+    S[t] = H(U[t] - theta)                             (surrogate in backward)
+
+Membranes start at zero. The layer takes its membrane state as an argument and
+returns the new one; it keeps no hidden state between calls, so the same layer
+serves a per-sample reset (pass ``None``) and a carried state (pass the
+previous call's final membrane). The previous spike is recomputed from the
+carried membrane as ``H(U - theta)``, exactly as snntorch does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .surrogate import Surrogate
+
+NeuronInit = Literal["constant", "uniform"]
+
+
+class LIF(nn.Module):
+    """A layer of ``size`` LIF neurons.
+
+    Args:
+        size: number of neurons.
+        beta: membrane decay (used when ``init="constant"``).
+        threshold: firing threshold theta (used when ``init="constant"``).
+        learn_beta / learn_threshold: make beta / theta learnable per neuron
+            (beta is clamped to [0, 1] in the forward pass, as in snntorch).
+        init: ``"constant"`` (the scalars above) or ``"uniform"`` (per-neuron
+            values drawn from U(0, 1), as in the paper's reference code).
+        surrogate / slope: the spike function's family and initial slope k.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        init: NeuronInit = "constant",
+        surrogate: str = "fast_sigmoid",
+        slope: float = 25.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        if init not in ("constant", "uniform"):
+            raise ValueError(f"init must be 'constant' or 'uniform', got {init!r}")
+        self.size = size
+        self.spike = Surrogate(surrogate, slope)
+        self._register("beta", beta, learn_beta, init)
+        self._register("threshold", threshold, learn_threshold, init)
+
+    def _register(self, name: str, value: float, learn: bool, init: str) -> None:
+        if init == "uniform":
+            t = torch.rand(self.size)
+        elif learn:
+            t = torch.full((self.size,), float(value))
+        else:
+            t = torch.tensor(float(value))
+        if learn:
+            setattr(self, name, nn.Parameter(t))
+        else:
+            self.register_buffer(name, t)
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> Tensor:
+        return torch.zeros(batch, self.size, device=device, dtype=dtype)
+
+    def forward(self, current: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Run all time steps of ``current`` ([T, B, N]).
+
+        Returns ``(spikes, membranes)``, both [T, B, N]; ``membranes[-1]`` is
+        the state to carry into the next call.
+        """
+        beta = self.beta.clamp(0.0, 1.0)
+        theta = self.threshold
+        if mem is None:
+            mem = current.new_zeros(current.shape[1:])
+        spk_prev = (mem > theta).to(current.dtype)
+        spikes, mems = [], []
+        # unbind, not current[t]: indexing a grad-requiring tensor in a loop is O(T^2) in backward
+        for i_t in current.unbind(0):
+            mem = beta * mem + i_t - spk_prev * theta
+            s = self.spike(mem - theta)
+            spk_prev = s.detach()
+            spikes.append(s)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+    def extra_repr(self) -> str:
+        b = "learnable" if isinstance(self.beta, nn.Parameter) else "fixed"
+        t = "learnable" if isinstance(self.threshold, nn.Parameter) else "fixed"
+        return f"size={self.size}, beta={b}, threshold={t}"

@@ -1,0 +1,47 @@
+"""Lightning callbacks that drive the shared slope schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from ..schedules import SlopeSchedule
+from ..spiking import set_slope
+
+
+class SlopeScheduleCallback(L.Callback):
+    """Apply a slope schedule once per epoch.
+
+    At fit start the network gets the schedule's current k. After every
+    training epoch (Lightning runs validation before ``on_train_epoch_end``)
+    the epoch's score (``monitor``, validation accuracy by default) is fed to
+    the schedule and the network gets the new k for the next epoch. The
+    schedule's state is saved in checkpoints, so a resumed fit continues the
+    same k sequence. The module logs the k it trained with as ``slope``.
+    """
+
+    def __init__(self, schedule: SlopeSchedule, monitor: str = "val_acc") -> None:
+        self.schedule = schedule
+        self.monitor = monitor
+        self.history: list[float] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_slope(pl_module, self.schedule.k)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is None:
+            raise KeyError(
+                f"slope schedule monitors {self.monitor!r}, which was not logged; "
+                f"logged: {', '.join(sorted(trainer.callback_metrics))}"
+            )
+        self.history.append(self.schedule.k)
+        set_slope(pl_module, self.schedule.update(float(score)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state_dict(), "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state_dict["schedule"])
+        self.history = list(state_dict.get("history", []))

@@ -1,0 +1,117 @@
+"""Run one supervised experiment with a real ``lightning.Trainer``.
+
+Layout of a run directory (``<logging.out_dir>/<logging.name>/version_<n>/``)::
+
+    config.yaml          the validated config that ran
+    checkpoints/         best (by val_acc) and last checkpoints
+    csv/metrics.csv      Lightning CSVLogger
+    tensorboard/         Lightning TensorBoardLogger
+    wandb/               W&B run files (offline-run-* by default)
+    result.json          final / best validation accuracy, epochs, wall time
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..config import SupervisedConfig
+from .callbacks import SlopeScheduleCallback
+from .data import make_datamodule
+from .module import SpikingClassifier
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    final_val_acc: float
+    best_val_acc: float
+    epochs: int
+    wall_time_s: float
+    slopes: list[float]
+
+
+def next_version_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while (root / f"version_{n}").exists():
+        n += 1
+    return root / f"version_{n}"
+
+
+def make_loggers(cfg: SupervisedConfig, run_dir: Path) -> list:
+    loggers: list = []
+    if cfg.logging.csv:
+        loggers.append(CSVLogger(save_dir=run_dir, name="csv", version=""))
+    if cfg.logging.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="",
+                                         default_hp_metric=False))
+    if cfg.logging.wandb != "off":
+        from lightning.pytorch.loggers import WandbLogger
+
+        if cfg.logging.wandb == "offline":
+            os.environ["WANDB_MODE"] = "offline"
+        loggers.append(WandbLogger(project=cfg.logging.wandb_project, name=cfg.logging.name,
+                                   save_dir=str(run_dir.resolve()),
+                                   offline=cfg.logging.wandb == "offline",
+                                   config=cfg.model_dump()))
+    return loggers
+
+
+def build(cfg: SupervisedConfig):
+    """Seed everything and build (datamodule, module, slope callback) from a config."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = make_datamodule(cfg.data, cfg.seed)
+    schedule = cfg.slope.build()
+    module = SpikingClassifier(
+        n_in=dm.n_features, n_classes=dm.n_classes, network=cfg.model.network_kwargs(),
+        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, slope=schedule.k,
+    )
+    return dm, module, SlopeScheduleCallback(schedule, monitor="val_acc")
+
+
+def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
+                     callbacks: Sequence[L.Callback] = (), ckpt_path: str | None = None) -> TrainResult:
+    run_dir = Path(run_dir) if run_dir else next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    dm, module, slope_cb = build(cfg)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_acc", mode="max",
+                           save_last=True, filename="best-{epoch}")
+    loggers = make_loggers(cfg, run_dir)
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        enable_progress_bar=cfg.trainer.progress_bar, enable_model_summary=False,
+        default_root_dir=run_dir, logger=loggers or False,
+        callbacks=[slope_cb, ckpt, *callbacks],
+    )
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    finally:
+        if cfg.logging.wandb != "off":
+            import wandb
+
+            wandb.finish()
+    wall = time.perf_counter() - t0
+    result = TrainResult(
+        run_dir=str(run_dir),
+        final_val_acc=float(trainer.callback_metrics["val_acc"]),
+        best_val_acc=float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan"),
+        epochs=trainer.current_epoch,
+        wall_time_s=round(wall, 2),
+        slopes=slope_cb.history,
+    )
+    (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=2))
+    return result
