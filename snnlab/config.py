@@ -162,6 +162,11 @@ class SupervisedConfig(Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @field_validator("slope", mode="before")
+    @classmethod
+    def _default_slope_kind(cls, v: Any) -> Any:
+        return {"kind": "fixed", **v} if isinstance(v, dict) and "kind" not in v else v
+
 
 ExperimentConfig = SupervisedConfig
 _EXPERIMENTS: dict[str, type[Strict]] = {"supervised": SupervisedConfig}

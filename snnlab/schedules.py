@@ -55,7 +55,11 @@ class SlopeSchedule:
         """Feed the score of the period that just ended; return the next k."""
         score = _finite_score(score)
         self.updates += 1
-        self.k = float(self._next_k(score))
+        try:
+            self.k = float(self._next_k(score))
+        except Exception:
+            self.updates -= 1
+            raise
         return self.k
 
     def state_dict(self) -> dict[str, Any]:

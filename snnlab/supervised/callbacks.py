@@ -26,6 +26,10 @@ class SlopeScheduleCallback(L.Callback):
         self.monitor = monitor
         self.history: list[float] = []
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor)
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         set_slope(pl_module, self.schedule.k)
 

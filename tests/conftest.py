@@ -1,0 +1,26 @@
+import os
+
+import pytest
+import torch
+
+# Keep every test offline and out of the user's home.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Each test runs in its own temp dir, with W&B's config dirs inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".cache" / "wandb"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".local" / "wandb"))
+    yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A run that collected nothing is a broken run, not a green one.
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
