@@ -113,6 +113,11 @@ SlopeConfig = Annotated[
 ]
 
 
+def _fixed_if_no_kind(cls, v: Any) -> Any:
+    """A slope section without ``kind`` is a fixed slope."""
+    return {"kind": "fixed", **v} if isinstance(v, dict) and "kind" not in v else v
+
+
 # --- supervised experiment ------------------------------------------------------
 class DataConfig(Strict):
     name: Literal["digits", "mnist", "fashion_mnist"] = "digits"
@@ -162,14 +167,118 @@ class SupervisedConfig(Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
-    @field_validator("slope", mode="before")
+    _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
+
+
+# --- reinforcement learning (RLlib) ----------------------------------------------
+class RLModelConfig(ModelConfig):
+    hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
+    num_steps: int = Field(4, gt=0, description="T: internal steps per environment step")
+    mode: Literal["reset", "sequence"] = Field(
+        "reset", description="reset: fresh membranes per action; sequence: carried as RLlib state")
+    max_seq_len: int = Field(20, gt=0, description="sequence mode: BPTT chunk length (env steps)")
+    critic_hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
+    initial_log_std: float = Field(0.0, description="PPO, continuous actions: initial log-std")
+
+    def module_config(self, slope: float) -> dict[str, Any]:
+        return {**self.network_kwargs(), "hidden": list(self.hidden), "slope": slope,
+                "mode": self.mode, "max_seq_len": self.max_seq_len,
+                "critic_hidden": list(self.critic_hidden), "initial_log_std": self.initial_log_std}
+
+
+class PPOParams(Strict):
+    name: Literal["PPO"] = "PPO"
+    lr: float = Field(3e-4, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    lambda_: float = Field(0.95, ge=0.0, le=1.0)
+    clip_param: float = Field(0.2, gt=0.0)
+    vf_clip_param: float = Field(10.0, gt=0.0)
+    entropy_coeff: float = Field(0.0, ge=0.0)
+    vf_loss_coeff: float = Field(1.0, ge=0.0)
+    train_batch_size: int = Field(2000, gt=0, description="env steps per iteration")
+    minibatch_size: int = Field(128, gt=0)
+    num_epochs: int = Field(10, gt=0)
+    grad_clip: float | None = Field(None, gt=0.0)
+
+
+class SACParams(Strict):
+    name: Literal["SAC"]
+    actor_lr: float = Field(3e-4, gt=0.0)
+    critic_lr: float = Field(3e-4, gt=0.0)
+    alpha_lr: float = Field(3e-4, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    tau: float = Field(0.005, gt=0.0, le=1.0)
+    initial_alpha: float = Field(1.0, gt=0.0)
+    train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
+    replay_capacity: int = Field(100_000, gt=0)
+    learning_starts: int = Field(1000, ge=0, description="env steps sampled before learning")
+    rollout_fragment_length: int = Field(1, gt=0)
+    training_intensity: float | None = Field(None, gt=0.0)
+    env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
+
+
+AlgorithmParams = Annotated[Union[PPOParams, SACParams], Field(discriminator="name")]
+
+
+class RunnersConfig(Strict):
+    num_env_runners: int = Field(0, ge=0)
+    num_envs_per_env_runner: int = Field(1, gt=0)
+    num_learners: int = Field(0, ge=0)
+
+
+class EvaluationConfig(Strict):
+    interval: int = Field(0, ge=0, description="evaluate every N iterations (0: off)")
+    episodes: int = Field(10, gt=0)
+
+
+class StopConfig(Strict):
+    iterations: int = Field(30, gt=0)
+    target_return: float | None = Field(None, description="stop once the score reaches this")
+
+
+class RLConfig(Strict):
+    kind: Literal["rl"]
+    seed: int = 0
+    env: str = Field("CartPole-v1", description="gymnasium id, e.g. snnlab/QuadrotorHover-v0")
+    env_config: dict[str, Any] = Field(default_factory=dict, description="kwargs for gym.make")
+    algorithm: AlgorithmParams = Field(default_factory=PPOParams)
+    model: RLModelConfig = Field(default_factory=RLModelConfig)
+    slope: SlopeConfig = Field(default_factory=FixedSlopeConfig)
+    runners: RunnersConfig = Field(default_factory=RunnersConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig(name="rl"))
+
+    _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
+
+    @field_validator("algorithm", mode="before")
     @classmethod
-    def _default_slope_kind(cls, v: Any) -> Any:
-        return {"kind": "fixed", **v} if isinstance(v, dict) and "kind" not in v else v
+    def _default_algorithm(cls, v: Any) -> Any:
+        return {"name": "PPO", **v} if isinstance(v, dict) and "name" not in v else v
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, v: str) -> str:
+        import gymnasium as gym
+
+        from .rl import envs  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
+
+        if v not in gym.envs.registry:
+            close = [k for k in gym.envs.registry if v.lower().split("/")[-1][:4] in k.lower()][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown gymnasium environment {v!r}{hint}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_fits_algorithm(self):
+        if self.algorithm.name == "SAC" and self.model.mode == "sequence":
+            raise ValueError("model.mode 'sequence' needs PPO: RLlib's SAC does not train "
+                             "stateful modules; use mode 'reset' with SAC")
+        return self
 
 
-ExperimentConfig = SupervisedConfig
-_EXPERIMENTS: dict[str, type[Strict]] = {"supervised": SupervisedConfig}
+ExperimentConfig = Union[SupervisedConfig, RLConfig]
+_EXPERIMENTS: dict[str, type[Strict]] = {"supervised": SupervisedConfig, "rl": RLConfig}
 
 
 # --- loading and error formatting ------------------------------------------------
@@ -194,20 +303,23 @@ def _model_at(cls: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | 
     return cls
 
 
-_TAGS = {"fixed", "interval", "adaptive"}
+_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC"}
 
 
 def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel], data: Any) -> str:
     parts = []
     for e in err.errors():
-        loc = tuple(p for i, p in enumerate(e["loc"]) if not (p in _TAGS and i > 0 and e["loc"][i - 1] == "slope"))
+        loc = tuple(p for i, p in enumerate(e["loc"])
+                    if not (p in _TAGS and i > 0 and e["loc"][i - 1] in ("slope", "algorithm")))
         path = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = _model_at(cls, loc[:-1], data)
             allowed = ", ".join(parent.model_fields) if parent else "?"
             msg = f"unknown key; allowed: {allowed}"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown kind {e['input'].get('kind')!r}; allowed: fixed, interval, adaptive"
+            tag = e["ctx"]["discriminator"].strip("'")
+            allowed = e["ctx"]["expected_tags"].replace("'", "")
+            msg = f"unknown {tag} {e['input'].get(tag)!r}; allowed: {allowed}"
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] not in ("missing", "value_error") and "input" in e and not isinstance(e["input"], (dict, list)):

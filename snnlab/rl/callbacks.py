@@ -1,0 +1,171 @@
+"""Drive a slope schedule from RLlib: an RLlibCallback plus checkpointable state.
+
+After every training iteration :class:`SlopeScheduleCallback` feeds the score
+(mean evaluation return when evaluation ran, else
+``env_runners/episode_return_mean``) to the schedule and writes the new k into
+*every* copy of the module at once: each Learner (``foreach_learner``,
+unwrapped module) and each EnvRunner, local and remote, training and
+evaluation. Weight sync alone would deliver it one iteration late.
+
+The iteration's result gets ``slope`` (the k this iteration trained with),
+``slope_next`` (the k the next one will use) and ``slope_score`` (the score
+fed to the schedule), so Tune, CSV and W&B all see them.
+
+The schedule lives on the algorithm (``algorithm.slope_schedule``); the
+:class:`SlopeScheduleMixin` algorithms (``SpikingPPO``, ``SpikingSAC``) add
+its state to ``Algorithm.get_state()``, so checkpoints restore it and a
+restored run continues the same k sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.algorithms.sac import SAC
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from torch import nn
+
+from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
+from ..spiking import get_slope, set_slope
+
+SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
+STATE_KEY = "snnlab_slope_schedule"  # in Algorithm.get_state()
+
+
+def _torch_modules(module: Any):
+    """Yield the torch modules inside an RLModule / MultiRLModule / DDP wrapper."""
+    if hasattr(module, "unwrapped"):
+        module = module.unwrapped()
+    if hasattr(module, "_rl_modules"):  # MultiRLModule
+        for sub in module._rl_modules.values():
+            yield from _torch_modules(sub)
+    elif isinstance(module, nn.Module):
+        yield module
+
+
+def set_module_slope(module: Any, k: float) -> int:
+    return sum(set_slope(m, k) for m in _torch_modules(module))
+
+
+def get_module_slope(module: Any) -> float:
+    values = {get_slope(m) for m in _torch_modules(module)}
+    if len(values) != 1:
+        raise ValueError(f"modules disagree on the slope: {sorted(values)}")
+    return values.pop()
+
+
+def _groups(algorithm):
+    yield algorithm.env_runner_group
+    if getattr(algorithm, "eval_env_runner_group", None) is not None:
+        yield algorithm.eval_env_runner_group
+
+
+def _learner_results(results) -> list:
+    out = []
+    for r in results:
+        if not r.ok:
+            raise r.get()
+        out.append(r.get())
+    return out
+
+
+def apply_slope(algorithm, k: float) -> None:
+    """Set k on every Learner and every EnvRunner (local and remote) now."""
+    k = float(k)
+    _learner_results(algorithm.learner_group.foreach_learner(
+        lambda learner: set_module_slope(learner.module, k)))
+    for group in _groups(algorithm):
+        group.foreach_env_runner(lambda er: set_module_slope(er.module, k), local_env_runner=True)
+
+
+def collect_slopes(algorithm) -> dict[str, list[float]]:
+    """The slope each process currently holds (for tests and debugging)."""
+    out = {"learners": _learner_results(algorithm.learner_group.foreach_learner(
+        lambda learner: get_module_slope(learner.module)))}
+    for name, group in zip(("env_runners", "eval_env_runners"), _groups(algorithm)):
+        out[name] = group.foreach_env_runner(
+            lambda er: get_module_slope(er.module) if er.module is not None else None,
+            local_env_runner=True)
+    return out
+
+
+def schedule_from_config(config) -> SlopeSchedule | None:
+    spec = dict((config.learner_config_dict or {}).get(SCHEDULE_KEY) or {})
+    return make_schedule(**spec) if spec else None
+
+
+def iteration_score(result: dict) -> float | None:
+    """Evaluation return when this iteration evaluated, else the training return."""
+    for path in (("evaluation", "env_runners", "episode_return_mean"),
+                 ("env_runners", "episode_return_mean")):
+        node: Any = result
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and not (isinstance(node, float) and math.isnan(node)):
+            return float(node)
+    return None
+
+
+class SlopeScheduleCallback(RLlibCallback):
+    def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
+        if getattr(algorithm, "slope_schedule", None) is None:
+            algorithm.slope_schedule = schedule_from_config(algorithm.config)
+        if algorithm.slope_schedule is not None:
+            apply_slope(algorithm, algorithm.slope_schedule.k)
+
+    def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
+        sched: SlopeSchedule | None = getattr(algorithm, "slope_schedule", None)
+        if sched is None:
+            return
+        used = sched.k
+        score = iteration_score(result)
+        if score is not None or not isinstance(sched, AdaptiveSlope):
+            sched.update(score)  # adaptive without a finished episode yet: keep k
+        apply_slope(algorithm, sched.k)
+        result["slope"] = used
+        result["slope_next"] = sched.k
+        result["slope_score"] = float("nan") if score is None else score
+
+    def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices,
+                                 is_evaluation, **kwargs) -> None:
+        sched = getattr(algorithm, "slope_schedule", None)
+        if sched is not None:
+            k = sched.k
+            env_runner_group.foreach_env_runner(lambda er: set_module_slope(er.module, k),
+                                                remote_worker_ids=env_runner_indices,
+                                                local_env_runner=False)
+
+    def on_checkpoint_loaded(self, *, algorithm, **kwargs) -> None:
+        sched = getattr(algorithm, "slope_schedule", None)
+        if sched is not None:
+            apply_slope(algorithm, sched.k)
+
+
+class SlopeScheduleMixin:
+    """Adds the slope schedule's state to an Algorithm's checkpointable state."""
+
+    slope_schedule: SlopeSchedule | None = None
+
+    def get_state(self, *args, **kwargs) -> dict:
+        state = super().get_state(*args, **kwargs)
+        if self.slope_schedule is not None:
+            state[STATE_KEY] = self.slope_schedule.state_dict()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if STATE_KEY in state:
+            if self.slope_schedule is None:
+                self.slope_schedule = schedule_from_config(self.config)
+            self.slope_schedule.load_state_dict(state[STATE_KEY])
+            apply_slope(self, self.slope_schedule.k)
+
+
+class SpikingPPO(SlopeScheduleMixin, PPO):
+    """RLlib's PPO whose checkpoints also hold the slope schedule."""
+
+
+class SpikingSAC(SlopeScheduleMixin, SAC):
+    """RLlib's SAC whose checkpoints also hold the slope schedule."""
