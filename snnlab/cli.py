@@ -13,16 +13,18 @@ def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train one experiment from a YAML config",
-        description="Train one experiment (supervised: a spiking classifier with a Lightning "
-        "Trainer) and print its final validation accuracy. Writes checkpoints, CSV, "
-        "TensorBoard and W&B (offline by default) logs to <out>/<name>/version_<n>/.",
+        description="Train one experiment from a YAML config (kind: supervised -> a spiking "
+        "classifier with a Lightning Trainer, prints the final validation accuracy; kind: rl -> "
+        "an RLlib algorithm with a spiking policy, prints the final return). Writes checkpoints, "
+        "CSV, TensorBoard and W&B (offline by default) logs to <out>/<name>/version_<n>/.",
     )
     p.add_argument("config", help="experiment YAML file, e.g. configs/sl_digits.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by its dotted path (value parsed as YAML), "
                    "e.g. --set model.hidden=[64,64] --set slope.k=10; repeatable")
     p.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
-    p.add_argument("--max-epochs", type=int, help="number of epochs (overrides trainer.max_epochs)")
+    p.add_argument("--max-epochs", type=int, help="number of epochs (supervised: trainer.max_epochs) "
+                   "or iterations (RL: stop.iterations)")
     p.add_argument("--out", metavar="DIR", help="root folder for run directories "
                    "(overrides logging.out_dir; default runs/train)")
     p.add_argument("--wandb", choices=["offline", "online", "off"],
@@ -42,10 +44,24 @@ def _cmd_train(args) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     if args.no_progress:
         overrides.append("trainer.progress_bar=false")
+    if cfg_kind(args.config) == "rl":
+        overrides = [o.replace("trainer.max_epochs=", "stop.iterations=") for o in overrides
+                     if not o.startswith("trainer.progress_bar")]
     cfg = load_experiment(args.config, overrides)
     from .wandb_utils import check_wandb_mode
 
     check_wandb_mode(cfg.logging.wandb)
+    if cfg.kind == "rl":
+        from .rl.train import train_rl
+
+        res = train_rl(cfg)
+        target = cfg.stop.target_return
+        reached = "" if target is None else (
+            f"; target {target:g} {'reached' if res.reached_target else 'not reached'}")
+        print(f"final score: {res.final_score:.2f}  (best {res.best_score:.2f}, {res.iterations} "
+              f"iterations, {res.env_steps} env steps, {res.wall_time_s:.1f} s{reached})")
+        print(f"run directory: {res.run_dir}")
+        return 0
     from .supervised import train_supervised
 
     res = train_supervised(cfg)
@@ -53,6 +69,12 @@ def _cmd_train(args) -> int:
           f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
     print(f"run directory: {res.run_dir}")
     return 0
+
+
+def cfg_kind(path: str) -> str:
+    from .config import read_yaml
+
+    return str(read_yaml(path).get("kind", "supervised"))
 
 
 def build_parser() -> argparse.ArgumentParser:

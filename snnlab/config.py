@@ -145,7 +145,7 @@ class TrainerConfig(Strict):
 
 class LoggingConfig(Strict):
     out_dir: str = Field("runs/train", description="run directory root (checkpoints, logs)")
-    name: str = Field("sl_digits", min_length=1)
+    name: str = Field("run", min_length=1, description="run name (default: the config file's stem)")
     wandb: Literal["offline", "online", "off"] = "offline"
     wandb_project: str = "snnlab"
     csv: bool = True
@@ -247,7 +247,7 @@ class RLConfig(Strict):
     runners: RunnersConfig = Field(default_factory=RunnersConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
-    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig(name="rl"))
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
 
@@ -382,5 +382,7 @@ def validate_experiment(data: dict, source: str) -> ExperimentConfig:
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     data = apply_overrides(read_yaml(path), overrides or [], source=str(path))
+    if isinstance(data.get("logging", {}), dict):
+        data.setdefault("logging", {}).setdefault("name", Path(path).stem)
     return validate_experiment(data, str(path))
 

@@ -1,7 +1,14 @@
 import os
+import tempfile
 
 import pytest
 import torch
+
+# Ray writes an auth token under $HOME/.ray and RLlib logs to ~/ray_results: keep the
+# test session out of the user's home.
+_SESSION_HOME = tempfile.mkdtemp(prefix="snnlab-test-home-")
+os.environ["HOME"] = _SESSION_HOME
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 # Keep every test offline and out of the user's home.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -24,3 +31,15 @@ def pytest_sessionfinish(session, exitstatus):
     # A run that collected nothing is a broken run, not a green one.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (ray.init is slow on 2 cores)."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()

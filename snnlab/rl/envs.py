@@ -192,3 +192,8 @@ class QuadrotorHover(gym.Env):
 
 if ENV_ID not in gym.envs.registry:
     gym.register(id=ENV_ID, entry_point="snnlab.rl.envs:QuadrotorHover", max_episode_steps=500)
+
+
+def make_quadrotor(env_config: dict | None = None) -> gym.Env:
+    """Env creator for RLlib / Tune (``register_env(ENV_ID, make_quadrotor)``)."""
+    return gym.make(ENV_ID, **dict(env_config or {}))

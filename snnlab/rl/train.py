@@ -1,0 +1,207 @@
+"""Build RLlib algorithms from snnlab configs and run them.
+
+``build_algorithm_config(cfg)`` turns a validated :class:`snnlab.config.RLConfig`
+into an RLlib ``AlgorithmConfig`` (new API stack) for ``SpikingPPO`` or
+``SpikingSAC`` with the spiking module, the slope-schedule callback and the
+schedule in ``learner_config_dict``. ``train_rl(cfg)`` runs it for a bounded
+number of iterations with a one-line progress report per iteration.
+
+Run directory (``<logging.out_dir>/<logging.name>/version_<n>/``)::
+
+    config.yaml      the validated config that ran
+    progress.csv     one row per iteration (returns, env steps, slope, score, time)
+    tensorboard/     the same scalars for TensorBoard
+    wandb/           W&B run files (offline-run-* by default)
+    checkpoint/      the final Algorithm checkpoint (restore with Algorithm.from_checkpoint)
+    result.json      final / best score, iterations, env steps, wall time
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import RLConfig
+from .callbacks import SCHEDULE_KEY, SlopeScheduleCallback, SpikingPPO, SpikingSAC, iteration_score
+from .envs import ENV_ID, make_quadrotor
+
+
+@dataclass
+class RLResult:
+    run_dir: str
+    final_score: float
+    best_score: float
+    iterations: int
+    env_steps: int
+    wall_time_s: float
+    slopes: list[float]
+    reached_target: bool
+
+
+def register_envs() -> None:
+    from ray.tune.registry import register_env
+
+    register_env(ENV_ID, make_quadrotor)
+
+
+def build_algorithm_config(cfg: RLConfig):
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from .modules import SpikingPPOModule, spiking_sac_module_class
+
+    register_envs()
+    schedule = cfg.slope.build()
+    model_config = cfg.model.module_config(slope=schedule.k)
+    a = cfg.algorithm
+    if a.name == "PPO":
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        config = PPOConfig(algo_class=SpikingPPO).training(
+            lr=a.lr, gamma=a.gamma, lambda_=a.lambda_, clip_param=a.clip_param,
+            vf_clip_param=a.vf_clip_param, entropy_coeff=a.entropy_coeff,
+            vf_loss_coeff=a.vf_loss_coeff, train_batch_size_per_learner=a.train_batch_size,
+            minibatch_size=a.minibatch_size, num_epochs=a.num_epochs, grad_clip=a.grad_clip,
+        )
+        module_class = SpikingPPOModule
+    else:
+        from ray.rllib.algorithms.sac import SACConfig
+
+        config = SACConfig(algo_class=SpikingSAC).training(
+            actor_lr=a.actor_lr, critic_lr=a.critic_lr, alpha_lr=a.alpha_lr, gamma=a.gamma,
+            tau=a.tau, initial_alpha=a.initial_alpha, train_batch_size_per_learner=a.train_batch_size,
+            num_steps_sampled_before_learning_starts=a.learning_starts,
+            training_intensity=a.training_intensity,
+            replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer",
+                                  "capacity": a.replay_capacity, "alpha": 0.6, "beta": 0.4},
+        ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
+            min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
+        module_class = spiking_sac_module_class()
+    config = (
+        config.environment(cfg.env, env_config=dict(cfg.env_config))
+        .env_runners(num_env_runners=cfg.runners.num_env_runners,
+                     num_envs_per_env_runner=cfg.runners.num_envs_per_env_runner)
+        .learners(num_learners=cfg.runners.num_learners)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
+        .callbacks(SlopeScheduleCallback)
+        .debugging(seed=cfg.seed)
+        .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump()})
+    )
+    if cfg.evaluation.interval:
+        config = config.evaluation(evaluation_interval=cfg.evaluation.interval,
+                                   evaluation_duration=cfg.evaluation.episodes,
+                                   evaluation_duration_unit="episodes",
+                                   evaluation_num_env_runners=0)
+    return config
+
+
+def ensure_ray(num_cpus: int | None = None) -> bool:
+    """Start a local Ray instance unless one is running; return whether we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    return True
+
+
+def summarize(result: dict) -> dict[str, float]:
+    """The scalars snnlab logs per iteration, by name."""
+    er = result.get("env_runners", {})
+    ev = result.get("evaluation", {}).get("env_runners", {})
+    nan = float("nan")
+    return {
+        "iteration": result.get("training_iteration", nan),
+        "env_steps": er.get("num_env_steps_sampled_lifetime", nan),
+        "episode_return_mean": er.get("episode_return_mean", nan),
+        "eval_return_mean": ev.get("episode_return_mean", nan),
+        "score": nan if iteration_score(result) is None else iteration_score(result),
+        "slope": result.get("slope", nan),
+        "slope_next": result.get("slope_next", nan),
+        "time_total_s": result.get("time_total_s", nan),
+    }
+
+
+def _next_version_dir(root: Path) -> Path:
+    from ..supervised.train import next_version_dir
+
+    return next_version_dir(root)
+
+
+def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=print) -> RLResult:
+    run_dir = Path(run_dir) if run_dir else _next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    started = ensure_ray()
+    algo = build_algorithm_config(cfg).build_algo()
+    writer = wandb_run = None
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        if cfg.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tensorboard"))
+        if cfg.logging.wandb != "off":
+            import wandb
+
+            if cfg.logging.wandb == "offline":
+                os.environ["WANDB_MODE"] = "offline"
+            wandb_run = wandb.init(project=cfg.logging.wandb_project, name=cfg.logging.name,
+                                   dir=str(run_dir.resolve()), config=cfg.model_dump(),
+                                   mode=cfg.logging.wandb, reinit="finish_previous")
+        best = -math.inf
+        for _ in range(cfg.stop.iterations):
+            row = summarize(algo.train())
+            rows.append(row)
+            score = row["score"]
+            if not math.isnan(score):
+                best = max(best, score)
+            echo(f"iter {int(row['iteration']):4d} | return {row['episode_return_mean']:8.2f} | "
+                 f"score {score:8.2f} | slope {row['slope']:7.3g} | "
+                 f"env steps {int(row['env_steps']):7d} | {time.perf_counter() - t0:6.1f} s")
+            if cfg.logging.csv:
+                _write_csv(run_dir / "progress.csv", rows)
+            step = int(row["iteration"])
+            if writer is not None:
+                for k, v in row.items():
+                    writer.add_scalar(k, v, step)
+            if wandb_run is not None:
+                wandb_run.log(row, step=step)
+            if cfg.stop.target_return is not None and not math.isnan(score) and score >= cfg.stop.target_return:
+                break
+        algo.save_to_path(str((run_dir / "checkpoint").resolve()))
+        wall = time.perf_counter() - t0
+    finally:
+        if writer is not None:
+            writer.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+        algo.stop()
+        if started:
+            import ray
+
+            ray.shutdown()
+    last = rows[-1]
+    result = RLResult(
+        run_dir=str(run_dir), final_score=last["score"], best_score=best, iterations=len(rows),
+        env_steps=int(last["env_steps"]), wall_time_s=round(wall, 2),
+        slopes=[r["slope"] for r in rows],
+        reached_target=cfg.stop.target_return is not None and best >= cfg.stop.target_return,
+    )
+    (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,184 @@
+"""RLlib algorithms with spiking modules and the slope-schedule callback (one shared Ray)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from snnlab.cli import main
+from snnlab.config import ConfigError, validate_experiment
+from snnlab.rl.callbacks import collect_slopes, get_module_slope, set_module_slope
+from snnlab.rl.train import build_algorithm_config, summarize, train_rl
+
+from .helpers import CONFIGS, write_yaml
+
+TINY_PPO = {"name": "PPO", "train_batch_size": 256, "minibatch_size": 64, "num_epochs": 2}
+TINY_SAC = {"name": "SAC", "train_batch_size": 32, "learning_starts": 64,
+            "env_steps_per_iteration": 64, "replay_capacity": 2000}
+
+
+def rl_cfg(env="CartPole-v1", algorithm=None, model=None, slope=None, **extra):
+    data = {"kind": "rl", "env": env, "algorithm": algorithm or TINY_PPO,
+            "model": {"hidden": [16, 16], "num_steps": 2, "critic_hidden": [16], **(model or {})},
+            "slope": slope or {"kind": "fixed", "k": 5},
+            "logging": {"wandb": "off"}, **extra}
+    return validate_experiment(data, "test")
+
+
+def learner_module(algo):
+    return algo.learner_group._learner.module["default_policy"]
+
+
+@pytest.mark.parametrize("env,mode", [
+    ("CartPole-v1", "reset"), ("CartPole-v1", "sequence"),
+    ("Pendulum-v1", "reset"), ("Pendulum-v1", "sequence"),
+])
+def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
+    cfg = rl_cfg(env, model={"mode": mode, "max_seq_len": 8})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        mod = learner_module(algo)
+        before = [p.detach().clone() for p in mod.net.parameters()]
+        rows = [summarize(algo.train()) for _ in range(2)]
+        assert rows[-1]["env_steps"] >= 512 and not math.isnan(rows[-1]["episode_return_mean"])
+        assert rows[-1]["slope"] == 5.0
+        assert mod.is_stateful() == (mode == "sequence")
+        changed = [not torch.equal(a, b) for a, b in zip(before, mod.net.parameters())]
+        assert all(changed), "the spiking actor's weights did not all train"
+    finally:
+        algo.stop()
+
+
+def test_sac_with_spiking_actor_trains(ray_session):
+    cfg = rl_cfg("Pendulum-v1", algorithm=TINY_SAC)
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        mod = learner_module(algo)
+        assert type(mod.pi_encoder).__name__ == "_SpikingEncoder" and mod.twin_q
+        w0 = mod.pi_encoder.net.linears[0].weight.detach().clone()
+        for _ in range(3):
+            row = summarize(algo.train())
+        assert row["env_steps"] >= 192
+        assert not torch.equal(w0, mod.pi_encoder.net.linears[0].weight)
+        # slope changes no forward output inside RLlib, in the actor of a trained module
+        batch = {Columns.OBS: torch.randn(6, 3)}
+        outs = []
+        for k in (1.0, 100.0):
+            set_module_slope(mod, k)
+            outs.append(mod.forward_inference(batch)[Columns.ACTION_DIST_INPUTS])
+        assert torch.equal(outs[0], outs[1])
+    finally:
+        algo.stop()
+
+
+def test_schedule_reaches_every_learner_and_env_runner(ray_session):
+    """num_env_runners=1, num_learners=1: the new k is in every process right after train()."""
+    cfg = rl_cfg(slope={"kind": "interval", "k_start": 1, "k_end": 100, "every": 1, "stages": 3},
+                 runners={"num_env_runners": 1, "num_learners": 1},
+                 evaluation={"interval": 1, "episodes": 1})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        s = collect_slopes(algo)
+        assert s["learners"] == [1.0] and s["env_runners"] == [1.0, 1.0]
+        seen = []
+        for expected_next in (10.0, 100.0):
+            result = algo.train()
+            seen.append(result["slope"])
+            assert result["slope_next"] == expected_next
+            assert result["slope_score"] == result["evaluation"]["env_runners"]["episode_return_mean"]
+            s = collect_slopes(algo)
+            assert s["learners"] == [expected_next]  # the remote Learner actor
+            assert s["env_runners"] == [expected_next] * 2  # local + remote EnvRunner
+            assert all(x == expected_next for x in s["eval_env_runners"] if x is not None)
+        assert seen == [1.0, 10.0]
+    finally:
+        algo.stop()
+
+
+def test_checkpoint_restore_continues_the_schedule(ray_session, tmp_path):
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    sched = {"kind": "interval", "k_start": 1, "k_end": 1000, "every": 1, "stages": 4}
+    cfg = rl_cfg(slope=sched)
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        uninterrupted = [algo.train()["slope"] for _ in range(4)]
+    finally:
+        algo.stop()
+    assert uninterrupted == pytest.approx([1, 10, 100, 1000])
+
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        first = [algo.train()["slope"] for _ in range(2)]
+        algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert restored.slope_schedule.updates == 2
+        assert get_module_slope(learner_module(restored)) == pytest.approx(100)
+        rest = [restored.train()["slope"] for _ in range(2)]
+        assert restored.training_iteration == 4
+    finally:
+        restored.stop()
+    assert first + rest == pytest.approx(uninterrupted)
+
+
+def test_adaptive_schedule_state_survives_checkpoint(ray_session, tmp_path):
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    cfg = rl_cfg(slope={"kind": "adaptive", "score_low": 0, "score_high": 200, "window": 3})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        results = [algo.train() for _ in range(2)]
+        state = algo.slope_schedule.state_dict()
+        algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    scores = [r["slope_score"] for r in results]
+    r = [min(max(s / 200, 0), 1) for s in scores]
+    assert state["k"] == pytest.approx(1 + 99 * (0.5 * r[0] + 0.5 * r[1] + 0.5 * (r[1] - r[0])) / 3)
+    restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert restored.slope_schedule.state_dict() == state
+    finally:
+        restored.stop()
+
+
+def test_train_rl_writes_logs_and_checkpoint(ray_session, tmp_path):
+    cfg = rl_cfg(stop={"iterations": 2}, logging={"wandb": "offline", "out_dir": str(tmp_path / "runs")})
+    lines = []
+    res = train_rl(cfg, echo=lines.append)
+    assert res.iterations == 2 and len(lines) == 2
+    assert lines[0].startswith("iter    1 | return") and "slope       5" in lines[0]
+    run = tmp_path / "runs" / "run" / "version_0"
+    assert (run / "checkpoint" / "rllib_checkpoint.json").is_file()
+    assert (run / "progress.csv").read_text().count("\n") == 3
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("env: CartPol-v9\n", "env: Value error, unknown gymnasium environment 'CartPol-v9'"),
+    ("algorithm: {name: SAC}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO"),
+    ("model: {num_steps: 0}\n", "model.num_steps: Input should be greater than 0"),
+    ("algorithm: {name: DQN}\n", "algorithm: unknown name 'DQN'; allowed: PPO, SAC"),
+])
+def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypatch, text, expected):
+    import snnlab.rl.train as rl_train
+
+    monkeypatch.setattr(rl_train, "ensure_ray", lambda *a, **k: pytest.fail("Ray was started"))
+    path = write_yaml(tmp_path / "rl.yaml", "kind: rl\n" + text)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected.replace("Value error, ", "") in err
+
+
+def test_shipped_rl_configs_are_valid():
+    from snnlab.config import load_experiment
+
+    for name in ("rl_cartpole", "rl_pendulum", "rl_quadrotor"):
+        cfg = load_experiment(CONFIGS / f"{name}.yaml")
+        assert cfg.kind == "rl"
