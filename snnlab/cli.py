@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -77,6 +78,72 @@ def cfg_kind(path: str) -> str:
     return str(read_yaml(path).get("kind", "supervised"))
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a Ray Tune sweep of slope settings x seeds (the main job)",
+        description="Run a sweep file (kind: sweep) with Ray Tune: every slope setting x seed "
+        "(x params) as a trial, a live table while it runs, then a comparison table per setting "
+        "(best / final / AUC of the score, steps to threshold), saved as summary.csv and "
+        "summary.md in the sweep's result directory <storage>/<name>/.",
+    )
+    p.add_argument("file", nargs="?", help="sweep YAML file, e.g. configs/rl_fixed_grid.yaml")
+    p.add_argument("--budget", metavar="NAME", help="scale: smoke (minutes-long run of the same grid), "
+                   "full (as written; the default), or a budget the file defines under `budgets:`")
+    p.add_argument("--storage", metavar="PATH", default="runs",
+                   help="where results go: a folder (default: ./runs) or a URI Tune understands "
+                   "(shared filesystem, s3://..., gs://...)")
+    p.add_argument("--address", metavar="ADDR", help="join an existing Ray cluster: auto, "
+                   "ray://HOST:PORT or HOST:PORT (default: start a local Ray)")
+    p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline",
+                   help="W&B: offline run files in each trial's folder (default), online (needs "
+                   "`wandb login`), or off")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep in <storage>/<name>/ (unfinished and errored "
+                   "trials resume from their last checkpoint)")
+    p.add_argument("--summary", metavar="DIR", help="only print and save the summary table of an "
+                   "existing sweep result directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the base experiment by dotted path; repeatable")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
+                   help="Tune's verbosity (1: live table; 0: silent)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from .config import ConfigError
+
+    if args.summary:
+        from .sweep.summary import write_summary
+
+        if not Path(args.summary).is_dir():
+            raise ConfigError(f"--summary {args.summary}: no such directory")
+        _, md = write_summary(args.summary)
+        print(md)
+        print(f"saved {Path(args.summary) / 'summary.csv'} and summary.md")
+        return 0
+    if not args.file:
+        raise ConfigError("sweep: give a sweep FILE (or --summary DIR)")
+    from .sweep.spec import load_sweep
+    from .wandb_utils import check_wandb_mode
+
+    sweep = load_sweep(args.file, budget=args.budget, overrides=args.overrides)
+    check_wandb_mode(args.wandb)
+    from .sweep.run import run_sweep
+
+    out = run_sweep(sweep, storage=args.storage, address=args.address, wandb_mode=args.wandb,
+                    resume=args.resume, verbose=args.verbose)
+    print(out.summary_md)
+    for err in out.errors:
+        print(f"FAILED trial {err}")
+    print(f"{out.trials} trials ({len(out.errors)} failed) in {out.wall_time_s:.0f} s; "
+          f"results: {out.exp_dir}")
+    if args.wandb == "offline":
+        print(f"upload W&B runs later with: wandb sync {out.exp_dir}/*/wandb/offline-run-*")
+    return 1 if out.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snnlab",
@@ -86,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"snnlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_sweep(sub)
     return parser
 
 

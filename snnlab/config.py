@@ -183,7 +183,9 @@ class RLModelConfig(ModelConfig):
     def module_config(self, slope: float) -> dict[str, Any]:
         return {**self.network_kwargs(), "hidden": list(self.hidden), "slope": slope,
                 "mode": self.mode, "max_seq_len": self.max_seq_len,
-                "critic_hidden": list(self.critic_hidden), "initial_log_std": self.initial_log_std}
+                "critic_hidden": list(self.critic_hidden), "initial_log_std": self.initial_log_std,
+                # RLlib's SAC builds its twin Q networks from these default-model keys
+                "fcnet_hiddens": list(self.critic_hidden), "fcnet_activation": "relu"}
 
 
 class PPOParams(Strict):
@@ -211,9 +213,12 @@ class SACParams(Strict):
     initial_alpha: float = Field(1.0, gt=0.0)
     train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
     replay_capacity: int = Field(100_000, gt=0)
+    prioritized_replay: bool = Field(False, description="PrioritizedEpisodeReplayBuffer instead of "
+                                     "EpisodeReplayBuffer (slower per update)")
     learning_starts: int = Field(1000, ge=0, description="env steps sampled before learning")
-    rollout_fragment_length: int = Field(1, gt=0)
-    training_intensity: float | None = Field(None, gt=0.0)
+    rollout_fragment_length: int = Field(1, gt=0, description="env steps sampled per update round")
+    training_intensity: float | None = Field(
+        None, gt=0.0, description="trained / sampled steps; default: train_batch_size / rollout_fragment_length")
     env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
 
 

@@ -87,7 +87,7 @@ def test_schedule_reaches_every_learner_and_env_runner(ray_session):
             result = algo.train()
             seen.append(result["slope"])
             assert result["slope_next"] == expected_next
-            assert result["slope_score"] == result["evaluation"]["env_runners"]["episode_return_mean"]
+            assert result["score"] == result["evaluation"]["env_runners"]["episode_return_mean"]
             s = collect_slopes(algo)
             assert s["learners"] == [expected_next]  # the remote Learner actor
             assert s["env_runners"] == [expected_next] * 2  # local + remote EnvRunner
@@ -137,7 +137,7 @@ def test_adaptive_schedule_state_survives_checkpoint(ray_session, tmp_path):
         algo.save_to_path(str(tmp_path / "ckpt"))
     finally:
         algo.stop()
-    scores = [r["slope_score"] for r in results]
+    scores = [r["score"] for r in results]
     r = [min(max(s / 200, 0), 1) for s in scores]
     assert state["k"] == pytest.approx(1 + 99 * (0.5 * r[0] + 0.5 * r[1] + 0.5 * (r[1] - r[0])) / 3)
     restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))

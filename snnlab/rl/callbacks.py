@@ -8,7 +8,7 @@ unwrapped module) and each EnvRunner, local and remote, training and
 evaluation. Weight sync alone would deliver it one iteration late.
 
 The iteration's result gets ``slope`` (the k this iteration trained with),
-``slope_next`` (the k the next one will use) and ``slope_score`` (the score
+``slope_next`` (the k the next one will use) and ``score`` (the score
 fed to the schedule), so Tune, CSV and W&B all see them.
 
 The schedule lives on the algorithm (``algorithm.slope_schedule``); the
@@ -126,7 +126,7 @@ class SlopeScheduleCallback(RLlibCallback):
         apply_slope(algorithm, sched.k)
         result["slope"] = used
         result["slope_next"] = sched.k
-        result["slope_score"] = float("nan") if score is None else score
+        result["score"] = float("nan") if score is None else score
 
     def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices,
                                  is_evaluation, **kwargs) -> None:

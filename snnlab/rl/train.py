@@ -78,8 +78,10 @@ def build_algorithm_config(cfg: RLConfig):
             tau=a.tau, initial_alpha=a.initial_alpha, train_batch_size_per_learner=a.train_batch_size,
             num_steps_sampled_before_learning_starts=a.learning_starts,
             training_intensity=a.training_intensity,
-            replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer",
-                                  "capacity": a.replay_capacity, "alpha": 0.6, "beta": 0.4},
+            replay_buffer_config=(
+                {"type": "PrioritizedEpisodeReplayBuffer", "capacity": a.replay_capacity,
+                 "alpha": 0.6, "beta": 0.4} if a.prioritized_replay
+                else {"type": "EpisodeReplayBuffer", "capacity": a.replay_capacity}),
         ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
             min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
         module_class = spiking_sac_module_class()
@@ -135,7 +137,11 @@ def _next_version_dir(root: Path) -> Path:
     return next_version_dir(root)
 
 
-def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=print) -> RLResult:
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RLResult:
     run_dir = Path(run_dir) if run_dir else _next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

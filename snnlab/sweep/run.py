@@ -1,0 +1,199 @@
+"""Run a sweep with Ray Tune: locally or on a cluster, resumable, logged to W&B and files.
+
+Result directory: ``<storage>/<sweep name>/`` (Tune's experiment directory):
+
+    snnlab_sweep.yaml        the resolved sweep (base experiment, grid, metric, threshold)
+    experiment_state-*.json  Tune's state (``tune.ExperimentAnalysis`` / ``Tuner.restore``)
+    <trial name>/            per trial: params.json, result.json, progress.csv,
+                             events.out.tfevents.* (TensorBoard), checkpoint_*/,
+                             wandb/offline-run-*/ (W&B offline runs)
+    summary.csv, summary.md  the comparison table per setting
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError
+from .spec import Sweep, trial_name
+from .summary import SPEC_FILE, write_summary
+
+
+@dataclass
+class SweepOutcome:
+    exp_dir: str
+    trials: int
+    errors: list[str]
+    summary_md: str
+    wall_time_s: float
+
+
+def _check_address(address: str) -> None:
+    """Fail in one line, before any trial, when a cluster address does not answer."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
+def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None) -> bool:
+    """Start or join Ray with the environment every worker needs; return whether we started it."""
+    import ray
+
+    env = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    if wandb_mode == "offline":
+        env["WANDB_MODE"] = "offline"
+    os.environ.update(env)
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                  configure_logging=False, runtime_env={"env_vars": env})
+    if address:
+        _check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            raise ConfigError(f"--address {address}: cannot join the Ray cluster ({e})") from None
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    return True
+
+
+def _wandb_callback(sweep: Sweep, mode: str):
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class SweepWandbCallback(WandbLoggerCallback):
+        """One W&B group per sweep, the trial name as run name, tags for the setting."""
+
+        def log_trial_start(self, trial):
+            setting = trial.config["setting"]
+            slope = setting["slope"]
+            tags = [f"sweep:{sweep.spec.name}", f"setting:{setting['label']}", f"kind:{slope['kind']}",
+                    f"seed:{trial.config['seed']}"]
+            if slope["kind"] == "fixed":
+                tags.append(f"k:{slope['k']:g}")
+            self.kwargs = {**self._base_kwargs, "tags": tags, "name": trial_name(trial.config)}
+            super().log_trial_start(trial)
+
+    cb = SweepWandbCallback(project=sweep.base.get("logging", {}).get("wandb_project", "snnlab"),
+                            group=sweep.spec.name, log_config=True, mode=mode)
+    cb._base_kwargs = dict(cb.kwargs)
+    return cb
+
+
+def _reporter(sweep: Sweep):
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={"setting/label": "setting", "seed": "seed"},
+        metric_columns={"training_iteration": "iter", sweep.spec.metric.name: sweep.spec.metric.name,
+                        "slope": "slope", "time_total_s": "time (s)"},
+        max_report_frequency=15, max_column_length=24,
+    )
+
+
+def steps_of(sweep: Sweep) -> int:
+    return int(sweep.base.get("stop", {}).get("iterations", 30)) if sweep.kind == "rl" else int(
+        sweep.base.get("trainer", {}).get("max_epochs", 20))
+
+
+def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from .trainables import RL_TRAINABLES, supervised_trainable
+
+    spec = sweep.spec
+    if sweep.kind == "rl":
+        trainable = RL_TRAINABLES[sweep.algorithm]
+        ckpt = CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True)
+    else:
+        trainable = tune.with_resources(supervised_trainable, {"cpu": spec.resources.cpus_per_trial,
+                                                               "gpu": spec.resources.gpus_per_trial})
+        ckpt = CheckpointConfig(num_to_keep=2)
+    param_space = {
+        "sweep": spec.name, "base": sweep.base,
+        "setting": tune.grid_search(spec.settings),
+        "params": {k: tune.grid_search(v) for k, v in spec.params.items()},
+        "seed": tune.grid_search(spec.seeds),
+    }
+    callbacks = [] if wandb_mode == "off" else [_wandb_callback(sweep, wandb_mode)]
+    return trainable, Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=TuneConfig(
+            max_concurrent_trials=spec.max_concurrent or None,
+            reuse_actors=sweep.kind == "supervised",
+            trial_name_creator=lambda t: trial_name(t.config),
+            trial_dirname_creator=lambda t: trial_name(t.config),
+        ),
+        run_config=RunConfig(
+            name=spec.name, storage_path=storage, stop={"training_iteration": steps_of(sweep)},
+            checkpoint_config=ckpt, failure_config=FailureConfig(max_failures=spec.max_failures),
+            callbacks=callbacks, progress_reporter=_reporter(sweep), verbose=verbose,
+        ),
+    )
+
+
+def storage_uri(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
+              wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
+              echo=print) -> SweepOutcome:
+    storage = storage_uri(storage)
+    exp_dir = f"{storage.rstrip('/')}/{sweep.spec.name}"
+    local = "://" not in storage
+    if local and not resume and (Path(exp_dir) / SPEC_FILE).exists():
+        raise ConfigError(f"{exp_dir} already holds this sweep's results; continue it with --resume "
+                          f"or choose another --storage")
+    started = connect(address, wandb_mode)
+    t0 = time.perf_counter()
+    try:
+        trainable, tuner = build_tuner(sweep, storage, wandb_mode, verbose)
+        if resume:
+            from ray.tune import Tuner
+
+            if not Tuner.can_restore(exp_dir):
+                raise ConfigError(f"{exp_dir}: no sweep to resume there")
+            tuner = Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
+                                  resume_unfinished=True, param_space=tuner._local_tuner._param_space)
+        if local:
+            Path(exp_dir).mkdir(parents=True, exist_ok=True)
+            (Path(exp_dir) / SPEC_FILE).write_text(yaml.safe_dump(spec_record(sweep), sort_keys=False))
+        grid = tuner.fit()
+        errors = [f"{trial_name(r.config)}: {type(r.error).__name__}: {str(r.error).splitlines()[-1][:200]}"
+                  for r in grid if r.error is not None]
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    md = ""
+    if local:
+        _, md = write_summary(exp_dir)
+    return SweepOutcome(exp_dir=exp_dir, trials=len(grid), errors=errors, summary_md=md,
+                        wall_time_s=round(time.perf_counter() - t0, 1))
+
+
+def spec_record(sweep: Sweep) -> dict[str, Any]:
+    spec = sweep.spec.model_dump()
+    spec["base"] = sweep.base
+    spec["steps"] = steps_of(sweep)
+    spec["step_unit"] = "training iterations" if sweep.kind == "rl" else "epochs"
+    spec["source"] = sweep.source
+    return spec

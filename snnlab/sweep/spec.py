@@ -1,0 +1,244 @@
+"""Sweep files: a base experiment x a grid of slope settings x seeds (x other keys).
+
+A sweep file (``kind: sweep``) names a base experiment (the same schema
+``snnlab train`` takes, as a path relative to the sweep file or inline), the
+grid, what to compare and how to run it::
+
+    kind: sweep
+    name: rl_fixed_grid
+    base: rl_cartpole.yaml            # or an inline mapping
+    set: {stop.iterations: 25}        # dotted overrides of the base (optional)
+    settings:                         # slope settings: the grid's main axis
+      - {kind: fixed, k: 2}
+      - {kind: interval, k_start: 1, k_end: 100, every: 2, stages: 10}
+      - {label: adaptive-fast, kind: adaptive, score_low: 0, score_high: 500, window: 5}
+    seeds: [0, 1, 2]
+    params: {model.hidden: [[64, 64], [128, 128]]}   # optional extra axes
+    metric: {name: score, mode: max}  # score = val_acc (supervised) / return (RL)
+    threshold: 150                    # for steps-to-threshold
+    smoothing: 3                      # trailing moving-average window for it
+    resources: {cpus_per_trial: 1}
+    max_concurrent: 0                 # 0: as many as the CPUs allow
+    max_failures: 1
+    budgets:                          # --budget NAME applies these overrides
+      smoke: {stop.iterations: 2}
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..config import (
+    ConfigError,
+    FixedSlopeConfig,
+    Strict,
+    _fixed_if_no_kind,
+    apply_overrides,
+    format_validation_error,
+    read_yaml,
+    validate_experiment,
+)
+
+#: Built-in smoke budgets: shrink any sweep to a minutes-long run (same grid).
+SMOKE = {
+    "supervised": {"trainer.max_epochs": 2, "data.limit": 400},
+    "rl": {"stop.iterations": 2, "stop.target_return": None, "runners.num_env_runners": 0,
+           "evaluation.interval": 0},
+    "PPO": {"algorithm.train_batch_size": 256, "algorithm.minibatch_size": 64,
+            "algorithm.num_epochs": 2},
+    "SAC": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 64,
+            "algorithm.train_batch_size": 32},
+}
+
+
+class Metric(Strict):
+    name: str = Field("score", description="a key every trial reports (score, val_acc, ...)")
+    mode: Literal["max", "min"] = "max"
+
+
+class Resources(Strict):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class SweepSpec(Strict):
+    kind: Literal["sweep"]
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str | dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of the base")
+    settings: list[dict[str, Any]] = Field(..., min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    params: dict[str, list[Any]] = Field(default_factory=dict)
+    metric: Metric = Field(default_factory=Metric)
+    threshold: float | None = None
+    smoothing: int = Field(3, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int = Field(0, ge=0)
+    max_failures: int = Field(1, ge=0)
+    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("settings")
+    @classmethod
+    def _valid_settings(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from pydantic import TypeAdapter
+
+        from ..config import SlopeConfig
+
+        adapter = TypeAdapter(SlopeConfig)
+        out = []
+        for i, raw in enumerate(v):
+            raw = dict(raw)
+            label = raw.pop("label", None)
+            try:
+                slope = adapter.validate_python(_fixed_if_no_kind(None, raw)).model_dump()
+            except ValidationError as e:
+                first = e.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"][1:]) or "kind"
+                raise ValueError(f"settings[{i}].{loc}: {first['msg'].removeprefix('Value error, ')}") from None
+            out.append({"label": label or setting_label(slope), "slope": slope})
+        labels = [s["label"] for s in out]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"two settings share the label {dup[0]!r}; give them distinct `label`s")
+        return out
+
+    @field_validator("params")
+    @classmethod
+    def _nonempty_axes(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"params.{key}: empty list of values")
+        return v
+
+    @model_validator(mode="after")
+    def _seeds_unique(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: repeated seed")
+        return self
+
+
+def setting_label(slope: dict[str, Any]) -> str:
+    if slope["kind"] == "fixed":
+        return f"fixed-k{slope['k']:g}"
+    return slope["kind"]
+
+
+class Sweep:
+    """A validated sweep: its spec, the resolved base experiment and where it came from."""
+
+    def __init__(self, spec: SweepSpec, base: dict[str, Any], source: str) -> None:
+        self.spec, self.base, self.source = spec, base, source
+        self.kind: str = base.get("kind", "supervised")
+
+    @property
+    def algorithm(self) -> str | None:
+        return self.base.get("algorithm", {}).get("name", "PPO") if self.kind == "rl" else None
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial's config, in grid order (settings x params x seeds)."""
+        axes = list(self.spec.params.items())
+        out = []
+        for setting in self.spec.settings:
+            for values in itertools.product(*[v for _, v in axes]):
+                for seed in self.spec.seeds:
+                    out.append(trial_config(self, setting, dict(zip([k for k, _ in axes], values)), seed))
+        return out
+
+    def experiment(self, trial: dict[str, Any]):
+        """The validated experiment config one trial runs."""
+        return experiment_from_trial(trial)
+
+
+def trial_config(sweep: Sweep, setting: dict, params: dict, seed: int) -> dict[str, Any]:
+    return {"sweep": sweep.spec.name, "base": sweep.base, "setting": setting, "seed": seed,
+            "params": params}
+
+
+def experiment_from_trial(trial: dict[str, Any]):
+    data = copy.deepcopy(trial["base"])
+    apply_overrides(data, [f"{k}={_yaml(v)}" for k, v in trial.get("params", {}).items()])
+    data["slope"] = dict(trial["setting"]["slope"])
+    data["seed"] = int(trial["seed"])
+    return validate_experiment(data, f"sweep {trial.get('sweep', '?')} trial {trial_name(trial)}")
+
+
+def trial_name(trial: dict[str, Any]) -> str:
+    extra = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in trial.get("params", {}).items())
+    return f"{trial['setting']['label']}{extra}_seed{trial['seed']}"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "x".join(_short(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _yaml(v: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_sweep(path: str | Path, budget: str | None = None, overrides: list[str] | None = None) -> Sweep:
+    path = Path(path)
+    data = read_yaml(path)
+    if data.get("kind") != "sweep":
+        raise ConfigError(f"{path}: kind: a sweep file needs `kind: sweep` (got {data.get('kind')!r})")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path), SweepSpec, data)) from None
+    if isinstance(spec.base, str):
+        base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
+        if not base_path.is_file() and Path(spec.base).is_file():
+            base_path = Path(spec.base)
+        try:
+            base = read_yaml(base_path)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: base: {e}") from None
+        base_src = str(base_path)
+    else:
+        base, base_src = dict(spec.base), f"{path} (base)"
+    kind = base.get("kind", "supervised")
+    ov = [f"{k}={_yaml(v)}" for k, v in spec.set.items()]
+    if budget is not None:
+        ov += budget_overrides(spec, base, budget, str(path))
+    ov += list(overrides or [])
+    apply_overrides(base, ov, source=str(path))
+    base.setdefault("logging", {})
+    base["logging"]["name"] = spec.name
+    base["logging"]["wandb"] = "off"  # sweeps log to W&B through Tune's callback
+    # validate the base once with a placeholder slope, so bad keys fail before Ray starts
+    probe = copy.deepcopy(base)
+    probe["slope"] = FixedSlopeConfig().model_dump()
+    validate_experiment(probe, base_src)
+    for key, values in spec.params.items():
+        for v in values:
+            trial = copy.deepcopy(probe)
+            apply_overrides(trial, [f"{key}={_yaml(v)}"], source=f"{path}: params")
+            try:
+                validate_experiment(trial, f"{path}: params.{key}={_short(v)}")
+            except ConfigError as e:
+                raise ConfigError(str(e)) from None
+    return Sweep(spec, base, str(path))
+
+
+def budget_overrides(spec: SweepSpec, base: dict, budget: str, source: str) -> list[str]:
+    kind = base.get("kind", "supervised")
+    if budget in spec.budgets:
+        items = dict(spec.budgets[budget])
+    elif budget == "smoke":
+        items = dict(SMOKE[kind])
+        if kind == "rl":
+            items.update(SMOKE[base.get("algorithm", {}).get("name", "PPO")])
+    elif budget == "full":
+        items = {}
+    else:
+        allowed = sorted({"smoke", "full", *spec.budgets})
+        raise ConfigError(f"{source}: --budget {budget!r} is not defined; allowed: {', '.join(allowed)}")
+    return [f"{k}={_yaml(v)}" for k, v in items.items()]

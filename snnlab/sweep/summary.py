@@ -1,0 +1,191 @@
+"""Study metrics from a sweep's result directory (local files only).
+
+Per trial, from its curve of the sweep's metric over training steps (epochs
+or iterations, Tune's ``training_iteration``):
+
+- **best**: the best value (max or min by the metric's mode);
+- **final**: the last value;
+- **AUC**: the mean value over training (area under the learning curve
+  divided by its length);
+- **steps to threshold**: the first step at which the *smoothed* curve
+  reaches the threshold, where the smoothing is a trailing moving average
+  over ``smoothing`` steps (fewer at the start: ``rolling(w, min_periods=1)``).
+  This is PAPER.md's metric ("epochs until the smoothed evaluation return
+  first exceeds a threshold"); "reaches" is ``>=`` for ``mode: max`` and
+  ``<=`` for ``mode: min``.
+
+Per setting: how many seeds finished, mean +- std (sample std, ddof=1) of
+each metric over seeds, how many seeds reached the threshold (the steps
+statistic is over those), and the steps to threshold of the seed-averaged
+curve (the paper's exact variant).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..config import ConfigError
+
+SPEC_FILE = "snnlab_sweep.yaml"
+
+
+@dataclass
+class TrialCurve:
+    name: str
+    setting: str
+    seed: int
+    params: dict
+    status: str
+    steps: np.ndarray
+    values: np.ndarray
+    slopes: np.ndarray
+    error: str | None = None
+
+
+def steps_to_threshold(steps, values, threshold: float, window: int, mode: str = "max") -> float:
+    """First step whose trailing moving average (window, min_periods=1) reaches the threshold; NaN if none."""
+    if len(values) == 0:
+        return math.nan
+    smooth = pd.Series(np.asarray(values, dtype=float)).rolling(window, min_periods=1).mean().to_numpy()
+    hit = smooth >= threshold if mode == "max" else smooth <= threshold
+    idx = np.flatnonzero(hit)
+    return float(np.asarray(steps)[idx[0]]) if len(idx) else math.nan
+
+
+def read_spec(exp_dir: str | Path) -> dict[str, Any]:
+    path = Path(exp_dir) / SPEC_FILE
+    if not path.is_file():
+        raise ConfigError(f"{exp_dir}: no snnlab sweep here (missing {SPEC_FILE}); pass the folder "
+                          f"`snnlab sweep` printed as its result directory")
+    return yaml.safe_load(path.read_text())
+
+
+def load_curves(exp_dir: str | Path, metric: str) -> list[TrialCurve]:
+    """Every trial's curve, read from Tune's per-trial result.json files."""
+    exp_dir = Path(exp_dir)
+    curves = []
+    for params_file in sorted(exp_dir.glob("*/params.json")):
+        trial_dir = params_file.parent
+        config = json.loads(params_file.read_text())
+        rows = []
+        result_file = trial_dir / "result.json"
+        if result_file.is_file():
+            for line in result_file.read_text().splitlines():
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut by a kill: skip it
+                        continue
+        by_step: dict[int, dict] = {}
+        for r in rows:  # a resumed trial may repeat a step: keep the latest report
+            if "training_iteration" in r:
+                by_step[int(r["training_iteration"])] = r
+        steps = np.array(sorted(by_step), dtype=float)
+        values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
+        slopes = np.array([_num(by_step[int(s)].get("slope")) for s in steps], dtype=float)
+        error_file = trial_dir / "error.txt"
+        error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
+        curves.append(TrialCurve(
+            name=trial_dir.name, setting=config["setting"]["label"], seed=int(config["seed"]),
+            params=config.get("params", {}), status="ERROR" if error else "OK",
+            steps=steps, values=values, slopes=slopes, error=error))
+    return curves
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if not math.isnan(x)]
+    if not xs:
+        return math.nan, math.nan
+    return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.DataFrame:
+    spec = read_spec(exp_dir)
+    metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
+    threshold, window = spec.get("threshold"), int(spec.get("smoothing", 3))
+    expected_steps = expected_steps or spec.get("steps")
+    curves = load_curves(exp_dir, metric)
+    order = [s["label"] for s in spec["settings"]]
+    rows = []
+    groups: dict[tuple, list[TrialCurve]] = {}
+    for c in curves:
+        groups.setdefault((c.setting, json.dumps(c.params, sort_keys=True)), []).append(c)
+    for (setting, params), cs in sorted(groups.items(), key=lambda kv: (
+            order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1])):
+        finished = [c for c in cs if c.status == "OK" and len(c.values)
+                    and (expected_steps is None or c.steps[-1] >= expected_steps)]
+        best = [float(np.nanmax(c.values) if mode == "max" else np.nanmin(c.values)) for c in finished]
+        final = [float(c.values[-1]) for c in finished]
+        auc = [float(np.nanmean(c.values)) for c in finished]
+        row: dict[str, Any] = {"setting": setting}
+        if params != "{}":
+            row["params"] = params
+        row.update({"seeds_finished": len(finished), "seeds_failed": sum(c.status != "OK" for c in cs)})
+        for name, xs in (("best", best), ("final", final), ("auc", auc)):
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(xs)
+        if threshold is not None:
+            stt = [steps_to_threshold(c.steps, c.values, threshold, window, mode) for c in finished]
+            row["steps_to_threshold_mean"], row["steps_to_threshold_std"] = _mean_std(stt)
+            row["reached"] = f"{sum(not math.isnan(x) for x in stt)}/{len(finished)}"
+            if finished:
+                n = min(len(c.values) for c in finished)
+                mean_curve = np.nanmean([c.values[:n] for c in finished], axis=0)
+                row["steps_to_threshold_mean_curve"] = steps_to_threshold(
+                    finished[0].steps[:n], mean_curve, threshold, window, mode)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "-" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+def to_markdown(df: pd.DataFrame, spec: dict) -> str:
+    metric = spec["metric"]["name"]
+    thr = spec.get("threshold")
+    cols = ["setting"] + (["params"] if "params" in df else []) + ["seeds"]
+    head = cols + [f"best {metric}", f"final {metric}", f"AUC ({metric})"]
+    if thr is not None:
+        head += [f"steps to {thr:g}", "reached", "steps (mean curve)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        seeds = f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
+        cells = [r["setting"]] + ([r["params"]] if "params" in df else []) + [seeds]
+        for m in ("best", "final", "auc"):
+            cells.append(f"{_fmt(r[m + '_mean'])} ± {_fmt(r[m + '_std'])}")
+        if thr is not None:
+            cells += [f"{_fmt(r['steps_to_threshold_mean'])} ± {_fmt(r['steps_to_threshold_std'])}",
+                      r["reached"], _fmt(r.get("steps_to_threshold_mean_curve", math.nan))]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    note = (f"\nMean ± std over seeds. Steps = {spec.get('step_unit', 'training iterations')}; "
+            f"steps to threshold: first step whose trailing {spec.get('smoothing', 3)}-step moving "
+            f"average of `{metric}` reaches {thr}.") if thr is not None else ""
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
+    exp_dir = Path(exp_dir)
+    spec = read_spec(exp_dir)
+    df = summarize(exp_dir)
+    md = f"# Sweep `{spec['name']}`\n\n" + to_markdown(df, spec)
+    df.to_csv(exp_dir / "summary.csv", index=False)
+    (exp_dir / "summary.md").write_text(md)
+    return df, md
