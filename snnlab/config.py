@@ -170,6 +170,26 @@ class SupervisedConfig(Strict):
     _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise ValueError unless gymnasium knows ``env_id`` (``"module:Id"`` imports the module first)."""
+    import importlib
+
+    import gymnasium as gym
+
+    from .rl import envs  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
+
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"cannot import module {module!r} for environment {env_id!r}: {e}") from None
+    if name not in gym.envs.registry:
+        close = [k for k in gym.envs.registry if name.lower().split("/")[-1][:4] in k.lower()][:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown gymnasium environment {name!r}{hint}")
+
+
 # --- reinforcement learning (RLlib) ----------------------------------------------
 class RLModelConfig(ModelConfig):
     hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
@@ -264,14 +284,7 @@ class RLConfig(Strict):
     @field_validator("env")
     @classmethod
     def _known_env(cls, v: str) -> str:
-        import gymnasium as gym
-
-        from .rl import envs  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
-
-        if v not in gym.envs.registry:
-            close = [k for k in gym.envs.registry if v.lower().split("/")[-1][:4] in k.lower()][:5]
-            hint = f"; similar: {', '.join(close)}" if close else ""
-            raise ValueError(f"unknown gymnasium environment {v!r}{hint}")
+        check_env_id(v)
         return v
 
     @model_validator(mode="after")

@@ -91,6 +91,12 @@ def collect_slopes(algorithm) -> dict[str, list[float]]:
     return out
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
 def schedule_from_config(config) -> SlopeSchedule | None:
     spec = dict((config.learner_config_dict or {}).get(SCHEDULE_KEY) or {})
     return make_schedule(**spec) if spec else None
@@ -127,6 +133,7 @@ class SlopeScheduleCallback(RLlibCallback):
         result["slope"] = used
         result["slope_next"] = sched.k
         result["score"] = float("nan") if score is None else score
+        result["node_id"] = _node_id()
 
     def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices,
                                  is_evaluation, **kwargs) -> None:

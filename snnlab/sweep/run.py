@@ -57,12 +57,13 @@ def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None) -
     if wandb_mode == "offline":
         env["WANDB_MODE"] = "offline"
     os.environ.update(env)
+    if address:
+        _check_address(address)
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   configure_logging=False, runtime_env={"env_vars": env})
     if address:
-        _check_address(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError) as e:
@@ -114,15 +115,13 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from .trainables import RL_TRAINABLES, supervised_trainable
+    from .trainables import trainable_for
 
     spec = sweep.spec
+    trainable = trainable_for(sweep)
     if sweep.kind == "rl":
-        trainable = RL_TRAINABLES[sweep.algorithm]
         ckpt = CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True)
     else:
-        trainable = tune.with_resources(supervised_trainable, {"cpu": spec.resources.cpus_per_trial,
-                                                               "gpu": spec.resources.gpus_per_trial})
         ckpt = CheckpointConfig(num_to_keep=2)
     param_space = {
         "sweep": spec.name, "base": sweep.base,
@@ -131,7 +130,7 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
         "seed": tune.grid_search(spec.seeds),
     }
     callbacks = [] if wandb_mode == "off" else [_wandb_callback(sweep, wandb_mode)]
-    return trainable, Tuner(
+    return Tuner(
         trainable,
         param_space=param_space,
         tune_config=TuneConfig(
@@ -161,17 +160,21 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
     if local and not resume and (Path(exp_dir) / SPEC_FILE).exists():
         raise ConfigError(f"{exp_dir} already holds this sweep's results; continue it with --resume "
                           f"or choose another --storage")
+    if resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(exp_dir) or (local and not (Path(exp_dir) / SPEC_FILE).exists()):
+            raise ConfigError(f"{exp_dir}: no sweep to resume there")
     started = connect(address, wandb_mode)
     t0 = time.perf_counter()
     try:
-        trainable, tuner = build_tuner(sweep, storage, wandb_mode, verbose)
         if resume:
-            from ray.tune import Tuner
+            from .trainables import trainable_for
 
-            if not Tuner.can_restore(exp_dir):
-                raise ConfigError(f"{exp_dir}: no sweep to resume there")
-            tuner = Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
-                                  resume_unfinished=True, param_space=tuner._local_tuner._param_space)
+            tuner = Tuner.restore(exp_dir, trainable=trainable_for(sweep), resume_errored=True,
+                                  resume_unfinished=True)
+        else:
+            tuner = build_tuner(sweep, storage, wandb_mode, verbose)
         if local:
             Path(exp_dir).mkdir(parents=True, exist_ok=True)
             (Path(exp_dir) / SPEC_FILE).write_text(yaml.safe_dump(spec_record(sweep), sort_keys=False))

@@ -44,6 +44,13 @@ from ..config import (
     validate_experiment,
 )
 
+#: Metrics each kind of trial reports at every step (what `metric.name` may be).
+METRICS = {
+    "supervised": ["score", "val_acc", "val_loss", "train_acc", "train_loss_epoch", "slope"],
+    "rl": ["score", "env_runners/episode_return_mean", "evaluation/env_runners/episode_return_mean",
+           "slope"],
+}
+
 #: Built-in smoke budgets: shrink any sweep to a minutes-long run (same grid).
 SMOKE = {
     "supervised": {"trainer.max_epochs": 2, "data.limit": 400},
@@ -205,6 +212,9 @@ def load_sweep(path: str | Path, budget: str | None = None, overrides: list[str]
     else:
         base, base_src = dict(spec.base), f"{path} (base)"
     kind = base.get("kind", "supervised")
+    if kind in METRICS and spec.metric.name not in METRICS[kind]:
+        raise ConfigError(f"{path}: metric.name: {spec.metric.name!r} is not reported by {kind} trials; "
+                          f"allowed: {', '.join(METRICS[kind])}")
     ov = [f"{k}={_yaml(v)}" for k, v in spec.set.items()]
     if budget is not None:
         ov += budget_overrides(spec, base, budget, str(path))

@@ -20,6 +20,7 @@ from .spec import experiment_from_trial
 # --- supervised: a function trainable driving the Lightning Trainer ----------------------
 def supervised_trainable(config: dict[str, Any]) -> None:
     import lightning as L
+    import ray
     from ray import tune
 
     from ..supervised.train import build
@@ -33,7 +34,8 @@ def supervised_trainable(config: dict[str, Any]) -> None:
         def on_train_epoch_end(self, trainer, pl_module):  # after validation and the slope update
             m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
             metrics = {"score": m["val_acc"], "slope": slope_cb.history[-1],
-                       "slope_next": slope_cb.schedule.k, "epoch": trainer.current_epoch, **m}
+                       "slope_next": slope_cb.schedule.k, "epoch": trainer.current_epoch,
+                       "node_id": ray.get_runtime_context().get_node_id(), **m}
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(os.path.join(d, "checkpoint.ckpt"))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -93,3 +95,13 @@ class SweepSAC(_FromTrialConfig, SpikingSAC):
 
 
 RL_TRAINABLES = {"PPO": SweepPPO, "SAC": SweepSAC}
+
+
+def trainable_for(sweep):
+    """What Tune runs for this sweep: the RLlib Algorithm class, or the resourced function."""
+    from ray import tune
+
+    if sweep.kind == "rl":
+        return RL_TRAINABLES[sweep.algorithm]
+    r = sweep.spec.resources
+    return tune.with_resources(supervised_trainable, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})

@@ -1,0 +1,187 @@
+"""snnlab sweep: spec validation, the summary's numbers, and a real smoke sweep on the shared Ray."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from snnlab.cli import main
+from snnlab.config import ConfigError
+from snnlab.sweep.spec import load_sweep, trial_name
+from snnlab.sweep.summary import SPEC_FILE, steps_to_threshold, summarize
+
+from .helpers import CONFIGS, write_yaml
+
+SL_SWEEP = f"""kind: sweep
+name: tiny
+base: {CONFIGS / 'sl_digits.yaml'}
+set: {{trainer.max_epochs: 3, data.limit: 300, model.hidden: [16]}}
+settings:
+  - {{kind: fixed, k: 2}}
+  - {{kind: interval, k_start: 1, k_end: 100, every: 1, stages: 3}}
+seeds: [0, 1]
+threshold: 0.5
+smoothing: 2
+"""
+
+
+def run_cli(capsys, *args):
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("edit,expected", [
+    ("settings: []\n", "settings: List should have at least 1 item"),
+    ("setings: []\n", "setings: unknown key; allowed: kind, name, base"),
+    ("settings: [{kind: fixed, k: 0}]\n", "settings[0].k: Input should be greater than 0"),
+    ("settings: [{kind: cosine}]\n", "settings[0].kind"),
+    ("metric: {name: reward}\n", "metric.name: 'reward' is not reported by supervised trials; allowed: score"),
+    ("seeds: [1, 1]\n", "seeds: repeated seed"),
+    ("params: {model.hidden: []}\n", "params.model.hidden: empty list"),
+    ("params: {model.num_steps: [4, 0]}\n", "params.model.num_steps=0"),
+    ("base: nowhere.yaml\n", "base: "),
+])
+def test_bad_sweep_files_exit_2_with_one_line(tmp_path, capsys, edit, expected):
+    data = yaml.safe_load(SL_SWEEP)
+    data.update(yaml.safe_load(edit))
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data))
+    rc, _, err = run_cli(capsys, "sweep", str(path))
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert expected in err
+
+
+def test_unknown_budget_and_bad_override(tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--budget", "huge")
+    assert rc == 2 and "--budget 'huge' is not defined; allowed: full, smoke" in err
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--set", "model.readout=rate")
+    assert rc == 2 and "model.readout" in err
+
+
+def test_cluster_address_that_does_not_answer(tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--address", "127.0.0.1:1", "--storage",
+                         str(tmp_path / "r"))
+    assert rc == 2 and "--address 127.0.0.1:1: no Ray cluster answers there" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_and_summary_of_a_folder_without_a_sweep(tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--resume", "--storage", str(tmp_path / "none"))
+    assert rc == 2 and "no sweep to resume" in err
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run_cli(capsys, "sweep", "--summary", str(tmp_path / "empty"))
+    assert rc == 2 and "no snnlab sweep here" in err
+
+
+def test_shipped_sweeps_load_with_every_budget():
+    for name in ("rl_fixed_grid", "rl_schedules", "sl_fixed_grid", "sl_schedules"):
+        for budget in (None, "smoke"):
+            sweep = load_sweep(CONFIGS / f"{name}.yaml", budget=budget)
+            trials = sweep.trials()
+            assert len(trials) == len(sweep.spec.settings) * len(sweep.spec.seeds)
+            for t in trials:
+                sweep.experiment(t)  # every trial's config validates
+    grid = load_sweep(CONFIGS / "rl_fixed_grid.yaml")
+    assert [s["slope"]["k"] for s in grid.spec.settings] == [1, 2, 10, 25, 50, 100]
+    assert grid.spec.seeds == [0, 1, 2]
+    names = [trial_name(t) for t in grid.trials()]
+    assert names[:2] == ["fixed-k1_seed0", "fixed-k1_seed1"] and len(set(names)) == 18
+    smoke = load_sweep(CONFIGS / "rl_fixed_grid.yaml", budget="smoke")
+    assert smoke.base["stop"]["iterations"] == 2 and grid.base["stop"]["iterations"] == 20
+
+
+def test_steps_to_threshold_by_hand():
+    steps = [1, 2, 3, 4, 5]
+    values = [0, 100, 200, 200, 300]
+    # trailing means (window 2, min_periods 1): 0, 50, 150, 200, 250
+    assert steps_to_threshold(steps, values, 150, 2) == 3
+    assert steps_to_threshold(steps, values, 150, 1) == 3
+    # window 3: 0, 50, 100, 166.7, 233.3
+    assert steps_to_threshold(steps, values, 150, 3) == 4
+    assert math.isnan(steps_to_threshold(steps, values, 400, 1))
+    assert steps_to_threshold(steps, [5, 4, 1, 0, 0], 1, 1, mode="min") == 3
+
+
+def _fake_trial(root, name, setting, seed, scores, error=False):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "params.json").write_text(json.dumps({"setting": {"label": setting}, "seed": seed, "params": {}}))
+    rows = [{"training_iteration": i + 1, "score": s, "slope": 2.0} for i, s in enumerate(scores)]
+    rows.insert(2, dict(rows[1], score=-999))  # a duplicated step from a resume: the later row wins
+    rows[1], rows[2] = rows[2], rows[1]
+    (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    if error:
+        (d / "error.txt").write_text("Traceback...\nRuntimeError: boom")
+
+
+def test_summary_numbers_by_hand(tmp_path):
+    spec = {"name": "fake", "metric": {"name": "score", "mode": "max"}, "threshold": 150,
+            "smoothing": 1, "steps": 4, "settings": [{"label": "b"}, {"label": "a"}]}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    _fake_trial(tmp_path, "a0", "a", 0, [100, 200, 300, 400])
+    _fake_trial(tmp_path, "a1", "a", 1, [0, 100, 100, 200])
+    _fake_trial(tmp_path, "b0", "b", 0, [10, 20, 30, 40])
+    _fake_trial(tmp_path, "b1", "b", 1, [10, 20], error=True)
+    df = summarize(tmp_path)
+    assert list(df["setting"]) == ["b", "a"]  # the spec's order
+    a = df[df.setting == "a"].iloc[0]
+    assert a.seeds_finished == 2 and a.seeds_failed == 0
+    assert a.best_mean == pytest.approx(300) and a.best_std == pytest.approx(np.std([400, 200], ddof=1))
+    assert a.final_mean == pytest.approx(300)
+    assert a.auc_mean == pytest.approx((250 + 100) / 2)
+    assert a.steps_to_threshold_mean == pytest.approx((2 + 4) / 2) and a.reached == "2/2"
+    # mean curve: 50, 150, 200, 300 -> reaches 150 at step 2
+    assert a.steps_to_threshold_mean_curve == 2
+    b = df[df.setting == "b"].iloc[0]
+    assert b.seeds_finished == 1 and b.seeds_failed == 1 and b.reached == "0/1"
+    assert math.isnan(b.steps_to_threshold_mean)
+
+
+def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
+    """A real (tiny) supervised sweep: Tune trials, live table, summary, W&B offline, Tune-readable."""
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    storage = tmp_path / "runs"
+    rc, out, err = run_cli(capsys, "sweep", str(path), "--storage", str(storage), "--verbose", "1")
+    assert rc == 0, err
+    exp = storage / "tiny"
+    names = sorted(p.name for p in exp.iterdir() if (p / "params.json").exists())
+    assert names == ["fixed-k2_seed0", "fixed-k2_seed1", "interval_seed0", "interval_seed1"]
+    assert "Trial name" in out and "setting" in out and "slope" in out  # the live table
+    # every trial: 3 epochs, score + slope each step; interval's slope sequence 1, 10, 100
+    for name in names:
+        rows = [json.loads(line) for line in (exp / name / "result.json").read_text().splitlines()]
+        assert [r["training_iteration"] for r in rows] == [1, 2, 3]
+        assert all(0 <= r["score"] <= 1 for r in rows)
+        if name.startswith("interval"):
+            assert [r["slope"] for r in rows] == pytest.approx([1, 10, 100])
+        assert list((exp / name).glob("wandb/offline-run-*/run-*.wandb")), f"no W&B run for {name}"
+        assert list((exp / name).glob("events.out.tfevents.*")) and (exp / name / "progress.csv").exists()
+    # the printed/saved table agrees with numbers recomputed from the trial files
+    df = summarize(exp)
+    for setting in ("fixed-k2", "interval"):
+        finals = [json.loads((exp / f"{setting}_seed{s}" / "result.json").read_text().splitlines()[-1])["score"]
+                  for s in (0, 1)]
+        row = df[df.setting == setting].iloc[0]
+        assert row.final_mean == pytest.approx(np.mean(finals))
+        assert row.seeds_finished == 2
+    md = (exp / "summary.md").read_text()
+    assert "| fixed-k2 | 2 |" in md and md.split("\n", 2)[2] in out
+    assert (exp / "summary.csv").is_file()
+    # Ray's own tools read the result directory
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(exp))
+    assert len(analysis.trials) == 4
+    # --summary on the folder rewrites the same table
+    rc, out2, _ = run_cli(capsys, "sweep", "--summary", str(exp))
+    assert rc == 0 and md.split("\n", 2)[2] in out2
+    # running again into the same folder without --resume refuses, and loses nothing
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--storage", str(storage))
+    assert rc == 2 and "already holds this sweep's results" in err
+    assert (exp / "summary.md").read_text() == md
