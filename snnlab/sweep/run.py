@@ -179,8 +179,7 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
             Path(exp_dir).mkdir(parents=True, exist_ok=True)
             (Path(exp_dir) / SPEC_FILE).write_text(yaml.safe_dump(spec_record(sweep), sort_keys=False))
         grid = tuner.fit()
-        errors = [f"{trial_name(r.config)}: {type(r.error).__name__}: {str(r.error).splitlines()[-1][:200]}"
-                  for r in grid if r.error is not None]
+        errors = [f"{Path(r.path).name}: {_last_line(r.error)}" for r in grid if r.error is not None]
     finally:
         if started:
             import ray
@@ -191,6 +190,16 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
         _, md = write_summary(exp_dir)
     return SweepOutcome(exp_dir=exp_dir, trials=len(grid), errors=errors, summary_md=md,
                         wall_time_s=round(time.perf_counter() - t0, 1))
+
+
+def _last_line(error: BaseException) -> str:
+    """The innermost message of a (Ray-wrapped) trial error, on one line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    msg = next((ln for ln in reversed(lines) if "Error" in ln and ":" in ln and len(ln) < 300), None)
+    return msg or f"{type(cause).__name__}: {lines[-1][:200] if lines else ''}"
 
 
 def spec_record(sweep: Sweep) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def read_spec(exp_dir: str | Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def load_curves(exp_dir: str | Path, metric: str) -> list[TrialCurve]:
+def load_curves(exp_dir: str | Path, metric: str, expected_steps: int | None = None) -> list[TrialCurve]:
     """Every trial's curve, read from Tune's per-trial result.json files."""
     exp_dir = Path(exp_dir)
     curves = []
@@ -92,11 +92,13 @@ def load_curves(exp_dir: str | Path, metric: str) -> list[TrialCurve]:
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
         slopes = np.array([_num(by_step[int(s)].get("slope")) for s in steps], dtype=float)
-        error_file = trial_dir / "error.txt"
+        error_file = trial_dir / "error.txt"  # kept by Tune even when a retry then succeeded
         error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
+        complete = expected_steps is None or (len(steps) > 0 and steps[-1] >= expected_steps)
+        status = "OK" if complete and len(steps) else ("ERROR" if error else "INCOMPLETE")
         curves.append(TrialCurve(
             name=trial_dir.name, setting=config["setting"]["label"], seed=int(config["seed"]),
-            params=config.get("params", {}), status="ERROR" if error else "OK",
+            params=config.get("params", {}), status=status,
             steps=steps, values=values, slopes=slopes, error=error))
     return curves
 
@@ -120,7 +122,7 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
     metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
     threshold, window = spec.get("threshold"), int(spec.get("smoothing", 3))
     expected_steps = expected_steps or spec.get("steps")
-    curves = load_curves(exp_dir, metric)
+    curves = load_curves(exp_dir, metric, expected_steps)
     order = [s["label"] for s in spec["settings"]]
     rows = []
     groups: dict[tuple, list[TrialCurve]] = {}
@@ -128,15 +130,15 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
         groups.setdefault((c.setting, json.dumps(c.params, sort_keys=True)), []).append(c)
     for (setting, params), cs in sorted(groups.items(), key=lambda kv: (
             order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1])):
-        finished = [c for c in cs if c.status == "OK" and len(c.values)
-                    and (expected_steps is None or c.steps[-1] >= expected_steps)]
+        finished = [c for c in cs if c.status == "OK"]
         best = [float(np.nanmax(c.values) if mode == "max" else np.nanmin(c.values)) for c in finished]
         final = [float(c.values[-1]) for c in finished]
         auc = [float(np.nanmean(c.values)) for c in finished]
         row: dict[str, Any] = {"setting": setting}
         if params != "{}":
             row["params"] = params
-        row.update({"seeds_finished": len(finished), "seeds_failed": sum(c.status != "OK" for c in cs)})
+        row.update({"seeds_finished": len(finished), "seeds_failed": sum(c.status == "ERROR" for c in cs),
+                    "seeds_unfinished": sum(c.status == "INCOMPLETE" for c in cs)})
         for name, xs in (("best", best), ("final", final), ("auc", auc)):
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(xs)
         if threshold is not None:
@@ -167,7 +169,8 @@ def to_markdown(df: pd.DataFrame, spec: dict) -> str:
         head += [f"steps to {thr:g}", "reached", "steps (mean curve)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
-        seeds = f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
+        seeds = (f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
+                 + (f" (+{r['seeds_unfinished']} unfinished)" if r["seeds_unfinished"] else ""))
         cells = [r["setting"]] + ([r["params"]] if "params" in df else []) + [seeds]
         for m in ("best", "final", "auc"):
             cells.append(f"{_fmt(r[m + '_mean'])} ± {_fmt(r[m + '_std'])}")

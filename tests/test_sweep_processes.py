@@ -1,0 +1,178 @@
+"""Sweeps as separate processes: SIGKILL + --resume, retries from checkpoints, final failures,
+and a two-node Ray cluster. Each test runs `snnlab sweep` in its own process with its own Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import CONFIGS, REPO, write_yaml
+
+
+def sweep_env(tmp_path, **extra):
+    env = dict(os.environ)
+    env.update({"HOME": str(tmp_path / "home"), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), **extra})
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return env
+
+
+def snnlab(tmp_path, *args, timeout=300, **popen):
+    return subprocess.run([sys.executable, "-m", "snnlab.cli", "sweep", *args], cwd=tmp_path,
+                          env=sweep_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def rows(trial_dir: Path) -> list[dict]:
+    f = trial_dir / "result.json"
+    if not f.exists():
+        return []
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def test_sigkilled_sweep_resumes_to_completion_without_duplicates(tmp_path):
+    epochs = 8
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: killme
+base: {CONFIGS / 'sl_digits.yaml'}
+set: {{trainer.max_epochs: {epochs}}}
+settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 50}}]
+seeds: [0, 1]
+threshold: 0.9
+""")
+    storage = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
+                             str(storage), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
+                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exp = storage / "killme"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill once some trial is part-way through
+            counts = [len(rows(d)) for d in exp.glob("*_seed*")] if exp.exists() else []
+            if any(2 <= c < epochs for c in counts):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial made progress in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = {d.name: len(rows(d)) for d in exp.glob("*_seed*")}
+    assert sum(before.values()) < 4 * epochs, before
+    time.sleep(2)
+    res = snnlab(tmp_path, str(path), "--storage", str(storage), "--wandb", "off", "--resume",
+                 "--verbose", "0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = sorted(exp.glob("*_seed*"))
+    assert [t.name for t in trials] == ["fixed-k2_seed0", "fixed-k2_seed1", "fixed-k50_seed0", "fixed-k50_seed1"]
+    for t in trials:
+        its = [r["training_iteration"] for r in rows(t)]
+        assert its == list(range(1, epochs + 1)), (t.name, its)
+    assert "| fixed-k2 | 2 |" in (exp / "summary.md").read_text()
+
+
+FLAKY = '''
+import os
+import gymnasium as gym
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+class FlakyCartPole(CartPoleEnv):
+    """CartPole that raises once (after `fail_after` resets, marker file), or at every 2nd reset."""
+    def __init__(self, marker="", fail_after=30, always=False, **kw):
+        super().__init__(**kw)
+        self.marker, self.fail_after, self.always, self.resets = marker, fail_after, always, 0
+    def reset(self, **kw):
+        self.resets += 1
+        if self.always and self.resets > 1:
+            raise RuntimeError("flaky environment failed on purpose")
+        if self.resets > self.fail_after and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise RuntimeError("flaky environment failed once on purpose")
+        return super().reset(**kw)
+
+gym.register("FlakyCartPole-v0", entry_point=FlakyCartPole, max_episode_steps=200)
+'''
+
+
+def test_failing_trials_are_retried_from_checkpoint_and_final_failures_reported(tmp_path):
+    (tmp_path / "flaky_env.py").write_text(FLAKY)
+    marker = tmp_path / "failed_once"
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: flaky
+base:
+  kind: rl
+  env: "flaky_env:FlakyCartPole-v0"
+  env_config: {{marker: "{marker}", fail_after: 30}}
+  algorithm: {{name: PPO, train_batch_size: 256, minibatch_size: 64, num_epochs: 1}}
+  model: {{hidden: [16], num_steps: 2, critic_hidden: [16]}}
+  stop: {{iterations: 4}}
+settings: [{{kind: fixed, k: 2}}]
+params: {{env_config.always: [false, true]}}
+seeds: [0]
+max_failures: 1
+""")
+    res = snnlab(tmp_path, str(path), "--storage", str(tmp_path / "runs"), "--wandb", "off",
+                 "--verbose", "0")
+    assert res.returncode == 1, res.stderr[-3000:]  # one trial failed for good
+    assert marker.exists()
+    exp = tmp_path / "runs" / "flaky"
+    ok, bad = exp / "fixed-k2_always=False_seed0", exp / "fixed-k2_always=True_seed0"
+    r = rows(ok)
+    assert [x["training_iteration"] for x in r] == [1, 2, 3, 4]
+    # it failed once and continued from its checkpoint: iterations_since_restore restarted
+    assert any(x["iterations_since_restore"] < x["training_iteration"] for x in r), r
+    assert (bad / "error.txt").exists()
+    assert "FAILED trial fixed-k2_always=True_seed0" in res.stdout
+    assert "flaky environment failed on purpose" in res.stdout
+    md = (exp / "summary.md").read_text()
+    assert "(+1 failed)" in md  # the others' results are still in the table
+
+
+CLUSTER = '''
+import json, sys
+import ray
+from ray.cluster_utils import Cluster
+from snnlab.cli import main
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address)
+nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+ray.shutdown()
+rc = main(["sweep", sys.argv[1], "--address", cluster.address, "--storage", sys.argv[2],
+           "--wandb", "off", "--verbose", "0"])
+print(json.dumps({"rc": rc, "nodes": nodes}))
+cluster.shutdown()
+'''
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: cluster
+base: {CONFIGS / 'sl_digits.yaml'}
+set: {{trainer.max_epochs: 3}}
+settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 100}}]
+seeds: [0, 1]
+""")
+    script = tmp_path / "cluster.py"
+    script.write_text(textwrap.dedent(CLUSTER))
+    res = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "runs")], cwd=tmp_path,
+                         env=sweep_env(tmp_path), capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["rc"] == 0 and len(info["nodes"]) == 2
+    used = {r["node_id"] for d in (tmp_path / "runs" / "cluster").glob("*_seed*") for r in rows(d)}
+    assert used == set(info["nodes"]), (used, info["nodes"])
