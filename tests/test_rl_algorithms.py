@@ -10,7 +10,7 @@ from ray.rllib.core.columns import Columns
 from snnlab.cli import main
 from snnlab.config import ConfigError, validate_experiment
 from snnlab.rl.callbacks import collect_slopes, get_module_slope, set_module_slope
-from snnlab.rl.train import build_algorithm_config, summarize, train_rl
+from snnlab.rl.train import build_algorithm_config, iteration_row, train_rl
 
 from .helpers import CONFIGS, write_yaml
 
@@ -41,7 +41,7 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
     try:
         mod = learner_module(algo)
         before = [p.detach().clone() for p in mod.net.parameters()]
-        rows = [summarize(algo.train()) for _ in range(2)]
+        rows = [iteration_row(algo.train()) for _ in range(2)]
         assert rows[-1]["env_steps"] >= 512 and not math.isnan(rows[-1]["episode_return_mean"])
         assert rows[-1]["slope"] == 5.0
         assert mod.is_stateful() == (mode == "sequence")
@@ -59,7 +59,7 @@ def test_sac_with_spiking_actor_trains(ray_session):
         assert type(mod.pi_encoder).__name__ == "_SpikingEncoder" and mod.twin_q
         w0 = mod.pi_encoder.net.linears[0].weight.detach().clone()
         for _ in range(3):
-            row = summarize(algo.train())
+            row = iteration_row(algo.train())
         assert row["env_steps"] >= 192
         assert not torch.equal(w0, mod.pi_encoder.net.linears[0].weight)
         # slope changes no forward output inside RLlib, in the actor of a trained module

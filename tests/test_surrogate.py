@@ -107,3 +107,24 @@ def test_get_slope_detects_disagreement():
     net.lifs[1].spike.set_slope(3.0)
     with pytest.raises(ValueError, match="disagree"):
         get_slope(net)
+
+
+def test_one_forward_serves_backward_passes_at_several_slopes():
+    torch.manual_seed(0)
+    net = SpikingMLP(n_in=6, n_out=2, hidden=(16, 16), num_steps=3)
+    x = torch.randn(10, 6)
+    w = net.linears[0].weight
+
+    def fresh(k):
+        net.set_slope(k)
+        return torch.autograd.grad(net(x).out.square().sum(), w)[0]
+
+    expected = {k: fresh(k) for k in (1.0, 100.0)}
+    net.set_slope(1.0)
+    loss = net(x).out.square().sum()  # one forward
+    g1 = torch.autograd.grad(loss, w, retain_graph=True)[0]
+    net.set_slope(100.0)
+    g100 = torch.autograd.grad(loss, w)[0]
+    torch.testing.assert_close(g1, expected[1.0])
+    torch.testing.assert_close(g100, expected[100.0])
+    assert not torch.allclose(g1, g100)

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from ..config import RLConfig
+from ..rundir import next_version_dir
 from .callbacks import SCHEDULE_KEY, SlopeScheduleCallback, SpikingPPO, SpikingSAC, iteration_score
 from .envs import ENV_ID, make_quadrotor
 
@@ -114,7 +115,7 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     return True
 
 
-def summarize(result: dict) -> dict[str, float]:
+def iteration_row(result: dict) -> dict[str, float]:
     """The scalars snnlab logs per iteration, by name."""
     er = result.get("env_runners", {})
     ev = result.get("evaluation", {}).get("env_runners", {})
@@ -131,18 +132,12 @@ def summarize(result: dict) -> dict[str, float]:
     }
 
 
-def _next_version_dir(root: Path) -> Path:
-    from ..supervised.train import next_version_dir
-
-    return next_version_dir(root)
-
-
 def _echo(line: str) -> None:
     print(line, flush=True)
 
 
 def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RLResult:
-    run_dir = Path(run_dir) if run_dir else _next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
+    run_dir = Path(run_dir) if run_dir else next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     started = ensure_ray()
@@ -165,7 +160,7 @@ def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RL
                                    mode=cfg.logging.wandb, reinit="finish_previous")
         best = -math.inf
         for _ in range(cfg.stop.iterations):
-            row = summarize(algo.train())
+            row = iteration_row(algo.train())
             rows.append(row)
             score = row["score"]
             if not math.isnan(score):

@@ -66,16 +66,26 @@ def surrogate_grad(family: str, x: Tensor, k: Tensor | float) -> Tensor:
 
 
 class _Spike(torch.autograd.Function):
+    """Heaviside forward; surrogate backward with the slope *as it is when backward runs*.
+
+    ``k`` is kept by reference (not saved for backward), so one forward pass can
+    serve several backward passes at different slopes (``retain_graph=True``,
+    ``set_slope`` in between) - which is how :mod:`snnlab.diagnostics` compares
+    gradients without re-running the forward. In ordinary training nothing
+    changes the slope between forward and backward, so this is the usual rule.
+    """
+
     @staticmethod
     def forward(ctx, x: Tensor, k: Tensor, family: str) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, k)
+        ctx.save_for_backward(x)
+        ctx.k = k
         ctx.family = family
         return (x > 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, k = ctx.saved_tensors
-        return grad_out * SURROGATES[ctx.family](x, k.to(x.dtype)), None, None
+        (x,) = ctx.saved_tensors
+        return grad_out * SURROGATES[ctx.family](x, ctx.k.to(x.dtype)), None, None
 
 
 def spike(x: Tensor, k: Tensor, family: str = "fast_sigmoid") -> Tensor:

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import SupervisedConfig
+from ..rundir import next_version_dir
 from .callbacks import SlopeScheduleCallback
 from .data import make_datamodule
 from .module import SpikingClassifier
@@ -38,14 +39,6 @@ class TrainResult:
     epochs: int
     wall_time_s: float
     slopes: list[float]
-
-
-def next_version_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while (root / f"version_{n}").exists():
-        n += 1
-    return root / f"version_{n}"
 
 
 def make_loggers(cfg: SupervisedConfig, run_dir: Path) -> list:
