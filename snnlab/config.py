@@ -157,6 +157,11 @@ class LoggingConfig(Strict):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+class DiagnosticsConfig(Strict):
+    every_n_steps: int = Field(0, ge=0, description="log gradient diagnostics every N steps (0: off)")
+    k_ref: float = Field(100.0, gt=0.0, description="reference slope for the gradient cosine")
+
+
 class SupervisedConfig(Strict):
     kind: Literal["supervised"] = "supervised"
     seed: int = 0
@@ -166,6 +171,7 @@ class SupervisedConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
     _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
 
@@ -297,6 +303,41 @@ class RLConfig(Strict):
 
 ExperimentConfig = Union[SupervisedConfig, RLConfig]
 _EXPERIMENTS: dict[str, type[Strict]] = {"supervised": SupervisedConfig, "rl": RLConfig}
+
+
+# --- gradient analysis (snnlab analyze gradients) -------------------------------------
+class GradientAnalysisConfig(Strict):
+    """The paper's gradient protocol (PAPER.md, "Gradient analysis"); defaults reproduce it."""
+
+    n_in: int = Field(63, gt=0)
+    n_out: int = Field(64, gt=0)
+    hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64, 64, 64], min_length=1)
+    num_steps: int = Field(2, gt=0)
+    slopes: list[Annotated[float, Field(gt=0)]] = Field([1.0, 10.0, 25.0, 50.0, 100.0], min_length=1)
+    k_ref: float = Field(100.0, gt=0)
+    samples: int = Field(256, gt=0, description="samples per network, one at a time")
+    networks: int = Field(5, gt=0, description="independently initialised networks")
+    seed: int = 0
+    neuron_init: Literal["constant", "uniform"] = "uniform"
+    weight_init: Literal["threshold_scaled", "torch_default"] = "torch_default"
+    surrogate: str = "fast_sigmoid"
+
+    _known_surrogate = ModelConfig._known_surrogate
+
+    @model_validator(mode="after")
+    def _ref_in_slopes(self):
+        if self.k_ref not in self.slopes:
+            raise ValueError(f"k_ref ({self.k_ref:g}) must be one of slopes {self.slopes}")
+        return self
+
+
+def load_gradient_analysis(path: str | Path | None, overrides: list[str] | None = None) -> GradientAnalysisConfig:
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [], source=str(path or "--set"))
+    try:
+        return GradientAnalysisConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path or "--set"), GradientAnalysisConfig, data)) from None
 
 
 # --- loading and error formatting ------------------------------------------------

@@ -49,3 +49,34 @@ class SlopeScheduleCallback(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.schedule.load_state_dict(state_dict["schedule"])
         self.history = list(state_dict.get("history", []))
+
+
+class GradientDiagnosticsCallback(L.Callback):
+    """Every ``every_n_steps`` training steps, log each layer's gradient magnitude and its
+    cosine to the gradient at ``k_ref`` (``grad/layer{i}/magnitude``, ``grad/layer{i}/cosine``).
+
+    It re-runs the forward once on the step's batch (the training step's graph is gone by
+    then) and differentiates that one forward at the current slope and at ``k_ref``.
+    """
+
+    def __init__(self, every_n_steps: int = 50, k_ref: float = 100.0) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.every_n_steps, self.k_ref = every_n_steps, k_ref
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps:
+            return
+        import torch
+        import torch.nn.functional as F
+
+        from ..diagnostics import gradient_stats
+
+        x, y = batch
+        with torch.enable_grad():
+            loss = F.cross_entropy(pl_module.net(x).out, y)
+            stats = gradient_stats(pl_module.net, loss, k_ref=self.k_ref)
+        (layers,) = stats.values()
+        for i, st in enumerate(layers):
+            pl_module.log(f"grad/layer{i}/magnitude", st["magnitude"], on_step=True, on_epoch=False)
+            pl_module.log(f"grad/layer{i}/cosine", st["cosine"], on_step=True, on_epoch=False)

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import SupervisedConfig
 from ..rundir import next_version_dir
-from .callbacks import SlopeScheduleCallback
+from .callbacks import GradientDiagnosticsCallback, SlopeScheduleCallback
 from .data import make_datamodule
 from .module import SpikingClassifier
 
@@ -60,6 +60,12 @@ def make_loggers(cfg: SupervisedConfig, run_dir: Path) -> list:
     return loggers
 
 
+def diagnostics_callbacks(cfg: SupervisedConfig) -> list[L.Callback]:
+    if not cfg.diagnostics.every_n_steps:
+        return []
+    return [GradientDiagnosticsCallback(cfg.diagnostics.every_n_steps, cfg.diagnostics.k_ref)]
+
+
 def build(cfg: SupervisedConfig):
     """Seed everything and build (datamodule, module, slope callback) from a config."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -87,7 +93,7 @@ def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_progress_bar=cfg.trainer.progress_bar, enable_model_summary=False,
         default_root_dir=run_dir, logger=loggers or False,
-        callbacks=[slope_cb, ckpt, *callbacks],
+        callbacks=[slope_cb, ckpt, *diagnostics_callbacks(cfg), *callbacks],
     )
     t0 = time.perf_counter()
     try:

@@ -23,7 +23,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from ..supervised.train import build
+    from ..supervised.train import build, diagnostics_callbacks
 
     cfg = experiment_from_trial(config)
     dm, module, slope_cb = build(cfg)
@@ -51,7 +51,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
         max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
         enable_progress_bar=False, enable_model_summary=False, logger=False,
-        enable_checkpointing=False, callbacks=[slope_cb, TuneReport()],
+        enable_checkpointing=False, callbacks=[slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
         default_root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
