@@ -202,6 +202,45 @@ def _cmd_analyze_gradients(args) -> int:
     return 0
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="turn sweep result folders into a comparison report (HTML, Markdown, PNG)",
+        description="Read one or more sweep result folders (local files only) and write learning "
+        "curves per setting (mean and band over seeds), the slope over training for scheduled "
+        "settings, steps-to-threshold and best-score bars, and the summary table, as a "
+        "self-contained report.html (plus report.md, the PNGs and summary.csv).",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid")
+    p.add_argument("--out", metavar="DIR", default="runs/report", help="output folder (default runs/report)")
+    p.add_argument("--wandb", action="store_true", help="also publish a W&B Report of the same "
+                   "comparison (needs `wandb login` and a network; offline it says so and skips it)")
+    p.add_argument("--wandb-project", default="snnlab", help="W&B project of the sweeps' runs")
+    p.add_argument("--wandb-entity", default=None, help="W&B entity (default: your default entity)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .report.build import build_report, load_sweep_dir
+
+    files = build_report(args.dirs, args.out)
+    for name, path in files.items():
+        print(f"{name:9s} {path}")
+    if args.wandb:
+        from .report.wandb_report import build_wandb_report, wandb_unavailable_reason
+
+        why = wandb_unavailable_reason()
+        if why:
+            print(f"W&B report skipped: {why}; the local report above is complete")
+        else:
+            report = build_wandb_report([load_sweep_dir(d) for d in args.dirs], args.wandb_project,
+                                        args.wandb_entity)
+            report.save()
+            print(f"W&B report: {report.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snnlab",
@@ -213,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sweep(sub)
     _add_analyze(sub)
+    _add_report(sub)
     return parser
 
 

@@ -143,13 +143,10 @@ def test_summary_numbers_by_hand(tmp_path):
     assert math.isnan(b.steps_to_threshold_mean)
 
 
-def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
+def test_smoke_sweep_end_to_end(tiny_sweep, capsys):
     """A real (tiny) supervised sweep: Tune trials, live table, summary, W&B offline, Tune-readable."""
-    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
-    storage = tmp_path / "runs"
-    rc, out, err = run_cli(capsys, "sweep", str(path), "--storage", str(storage), "--verbose", "1")
-    assert rc == 0, err
-    exp = storage / "tiny"
+    rc, out, exp = tiny_sweep["rc"], tiny_sweep["out"], tiny_sweep["exp"]
+    assert rc == 0, tiny_sweep["err"][-3000:]
     names = sorted(p.name for p in exp.iterdir() if (p / "params.json").exists())
     assert names == ["fixed-k2_seed0", "fixed-k2_seed1", "interval_seed0", "interval_seed1"]
     assert "Trial name" in out and "setting" in out and "slope" in out  # the live table
@@ -182,6 +179,6 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     rc, out2, _ = run_cli(capsys, "sweep", "--summary", str(exp))
     assert rc == 0 and md.split("\n", 2)[2] in out2
     # running again into the same folder without --resume refuses, and loses nothing
-    rc, _, err = run_cli(capsys, "sweep", str(path), "--storage", str(storage))
+    rc, _, err = run_cli(capsys, "sweep", str(tiny_sweep["file"]), "--storage", str(tiny_sweep["storage"]))
     assert rc == 2 and "already holds this sweep's results" in err
     assert (exp / "summary.md").read_text() == md

@@ -1,0 +1,94 @@
+"""snnlab report: files and numbers from a real (tiny) sweep, the W&B path offline and mocked."""
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from snnlab.cli import main
+from snnlab.sweep.summary import summarize
+
+
+def test_report_files_and_numbers(tiny_sweep, tmp_path, capsys):
+    assert tiny_sweep["rc"] == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tiny_sweep["exp"]), "--out", str(out)]) == 0
+    for name in ("curves.png", "bars.png", "slopes.png", "summary.csv", "report.md", "report.html"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 200, name
+    table = pd.read_csv(out / "summary.csv")
+    expected = summarize(tiny_sweep["exp"])
+    assert list(table["setting"]) == ["fixed-k2", "interval"]
+    for col in ("best_mean", "final_mean", "auc_mean", "steps_to_threshold_mean"):
+        assert table[col].tolist() == pytest.approx(expected[col].tolist(), nan_ok=True)
+    html = (out / "report.html").read_text()
+    # self-contained: every image is embedded, and they are the PNGs written beside it
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3 and "http" not in html.replace("http-equiv", "")
+    assert base64.b64decode(images[0]) == (out / "curves.png").read_bytes()
+    assert f"{expected['final_mean'][0]:.4g}" in html
+    md = (out / "report.md").read_text()
+    assert "| fixed-k2 | 2 |" in md and "![learning curves](curves.png)" in md
+
+
+def test_report_compares_several_sweeps_and_rejects_non_sweeps(tiny_sweep, tmp_path, capsys):
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_sweep["exp"], other)
+    out = tmp_path / "r"
+    assert main(["report", str(tiny_sweep["exp"]), str(other), "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "summary.csv")) == 4
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no snnlab sweep here" in capsys.readouterr().err
+
+
+def test_wandb_report_offline_says_so_and_still_writes(tiny_sweep, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["report", str(tiny_sweep["exp"]), "--out", str(tmp_path / "r"), "--wandb"]) == 0
+    out = capsys.readouterr().out
+    assert "W&B report skipped: WANDB_MODE=offline" in out
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_wandb_report_online_builds_and_saves_a_report(tiny_sweep, tmp_path, capsys, monkeypatch):
+    """The W&B cloud cannot exist here: only Report.save (the network call) is replaced."""
+    import wandb_workspaces.reports.v2 as wr
+
+    saved = []
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(wr.Report, "save", lambda self, *a, **k: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: "https://wandb.ai/fake/report"),
+                        raising=False)
+    assert main(["report", str(tiny_sweep["exp"]), "--out", str(tmp_path / "r"), "--wandb",
+                 "--wandb-project", "proj", "--wandb-entity", "me"]) == 0
+    (report,) = saved
+    assert report.project == "proj" and report.entity == "me"
+    titles = [getattr(b, "text", None) for b in report.blocks]
+    assert "tiny" in titles
+    grid = [b for b in report.blocks if isinstance(b, wr.PanelGrid)][0]
+    assert grid.runsets[0].filters == "Group == 'tiny'"
+    assert [p.y for p in grid.panels] == [["score"], ["slope"]]
+    assert "W&B report: https://wandb.ai/fake/report" in capsys.readouterr().out
+
+
+def test_report_html_renders_in_headless_chromium(tiny_sweep, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    out = tmp_path / "r"
+    assert main(["report", str(tiny_sweep["exp"]), "--out", str(out)]) == 0
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                          f"--screenshot={shot}", "--window-size=1200,2000",
+                          f"file://{out / 'report.html'}"], capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, res.stderr[-2000:]
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          f"--user-data-dir={tmp_path / 'profile2'}", f"file://{out / 'report.html'}"],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") == 3 and "fixed-k2" in dom
