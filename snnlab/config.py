@@ -158,8 +158,12 @@ class LoggingConfig(Strict):
 
 
 class DiagnosticsConfig(Strict):
-    every_n_steps: int = Field(0, ge=0, description="log gradient diagnostics every N steps (0: off)")
+    """Gradient diagnostics during training (off by default): grad/layer{i}/magnitude and /cosine."""
+
+    every: int = Field(0, ge=0, description="every N training steps (supervised) or iterations "
+                       "(RL); 0: off")
     k_ref: float = Field(100.0, gt=0.0, description="reference slope for the gradient cosine")
+    probe_batch: int = Field(64, gt=0, description="RL: standard-normal probe observations")
 
 
 class SupervisedConfig(Strict):
@@ -279,6 +283,7 @@ class RLConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
     _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
 

@@ -87,7 +87,7 @@ def test_lightning_gradient_callback_logs_every_layer(tmp_path):
 
     cfg = load_experiment(CONFIGS / "sl_digits.yaml", [
         "model.hidden=[16, 16]", "trainer.max_epochs=1", "logging.wandb=off",
-        "trainer.progress_bar=false", f"logging.out_dir={tmp_path}", "diagnostics.every_n_steps=5",
+        "trainer.progress_bar=false", f"logging.out_dir={tmp_path}", "diagnostics.every=5",
         "trainer.log_every_n_steps=1"])
     res = train_supervised(cfg)
     df = pd.read_csv(f"{res.run_dir}/csv/metrics.csv")

@@ -182,3 +182,17 @@ def test_shipped_rl_configs_are_valid():
     for name in ("rl_cartpole", "rl_pendulum", "rl_quadrotor"):
         cfg = load_experiment(CONFIGS / f"{name}.yaml")
         assert cfg.kind == "rl"
+
+
+def test_rllib_gradient_diagnostics_callback(ray_session):
+    cfg = rl_cfg(diagnostics={"every": 2, "k_ref": 100, "probe_batch": 16})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        r1, r2 = algo.train(), algo.train()
+    finally:
+        algo.stop()
+    assert "grad/layer0/cosine" not in r1  # every 2 iterations
+    layers = [k for k in r2 if k.startswith("grad/layer") and k.endswith("/cosine")]
+    assert len(layers) == 3  # 2 hidden LIF layers' inputs + the readout
+    assert 0 < r2["grad/layer0/cosine"] < 1 and r2["grad/layer2/cosine"] == pytest.approx(1.0)
+    assert r2["grad/layer0/magnitude"] > 0

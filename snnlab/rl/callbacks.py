@@ -31,6 +31,7 @@ from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
 from ..spiking import get_slope, set_slope
 
 SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
+DIAGNOSTICS_KEY = "gradient_diagnostics"  # in config.learner_config_dict: {"every", "k_ref", ...}
 STATE_KEY = "snnlab_slope_schedule"  # in Algorithm.get_state()
 
 
@@ -148,6 +149,47 @@ class SlopeScheduleCallback(RLlibCallback):
         sched = getattr(algorithm, "slope_schedule", None)
         if sched is not None:
             apply_slope(algorithm, sched.k)
+
+
+def _probe_gradients(learner, k_ref: float, batch: int, seed: int) -> list[dict[str, float]]:
+    """Gradient stats of the learner's spiking actor on a standard-normal probe (PAPER.md's probe)."""
+    import torch
+
+    from ..diagnostics import gradient_stats
+    from ..spiking import SpikingMLP
+
+    nets = [m for mod in _torch_modules(learner.module) for m in mod.modules() if isinstance(m, SpikingMLP)]
+    net = nets[0]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, net.cfg.n_in, generator=g)
+    y = torch.randn(batch, net.cfg.n_out, generator=g)
+    with torch.enable_grad():
+        loss = torch.nn.functional.mse_loss(net(x).out, y)
+        (layers,) = gradient_stats(net, loss, k_ref=k_ref).values()
+    return layers
+
+
+class GradientDiagnosticsCallback(RLlibCallback):
+    """Every ``every`` iterations, the spiking actor's per-layer gradient magnitude and cosine
+    to the ``k_ref`` gradient on the first Learner, into the result as
+    ``grad/layer{i}/magnitude`` and ``grad/layer{i}/cosine``.
+
+    The probe is the paper's: standard-normal observations and regression targets, MSE on
+    the actor's readout, at the slope the network currently trains with.
+    """
+
+    def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
+        spec = (algorithm.config.learner_config_dict or {}).get(DIAGNOSTICS_KEY) or {}
+        every = int(spec.get("every", 0))
+        it = int(result.get("training_iteration", algorithm.iteration))
+        if not every or it % every:
+            return
+        k_ref, batch = float(spec.get("k_ref", 100.0)), int(spec.get("probe_batch", 64))
+        (layers, *_) = _learner_results(algorithm.learner_group.foreach_learner(
+            lambda learner: _probe_gradients(learner, k_ref, batch, seed=it)))
+        for i, st in enumerate(layers):
+            result[f"grad/layer{i}/magnitude"] = st["magnitude"]
+            result[f"grad/layer{i}/cosine"] = st["cosine"]
 
 
 class SlopeScheduleMixin:

@@ -30,7 +30,15 @@ import yaml
 
 from ..config import RLConfig
 from ..rundir import next_version_dir
-from .callbacks import SCHEDULE_KEY, SlopeScheduleCallback, SpikingPPO, SpikingSAC, iteration_score
+from .callbacks import (
+    DIAGNOSTICS_KEY,
+    SCHEDULE_KEY,
+    GradientDiagnosticsCallback,
+    SlopeScheduleCallback,
+    SpikingPPO,
+    SpikingSAC,
+    iteration_score,
+)
 from .envs import ENV_ID, make_quadrotor
 
 
@@ -92,9 +100,10 @@ def build_algorithm_config(cfg: RLConfig):
                      num_envs_per_env_runner=cfg.runners.num_envs_per_env_runner)
         .learners(num_learners=cfg.runners.num_learners)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
-        .callbacks(SlopeScheduleCallback)
+        .callbacks([SlopeScheduleCallback, GradientDiagnosticsCallback])
         .debugging(seed=cfg.seed)
-        .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump()})
+        .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump(),
+                                       DIAGNOSTICS_KEY: cfg.diagnostics.model_dump()})
     )
     if cfg.evaluation.interval:
         config = config.evaluation(evaluation_interval=cfg.evaluation.interval,

@@ -61,9 +61,9 @@ def make_loggers(cfg: SupervisedConfig, run_dir: Path) -> list:
 
 
 def diagnostics_callbacks(cfg: SupervisedConfig) -> list[L.Callback]:
-    if not cfg.diagnostics.every_n_steps:
+    if not cfg.diagnostics.every:
         return []
-    return [GradientDiagnosticsCallback(cfg.diagnostics.every_n_steps, cfg.diagnostics.k_ref)]
+    return [GradientDiagnosticsCallback(cfg.diagnostics.every, cfg.diagnostics.k_ref)]
 
 
 def build(cfg: SupervisedConfig):
