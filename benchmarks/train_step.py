@@ -1,4 +1,4 @@
-"""Time one training step (forward over T, loss, backward, Adam) of snnlab vs snntorch.
+"""Time one training step (forward over T, loss, backward, Adam) of snnlab (fused, eager) vs snntorch.
 
 Workload (issue #2): 64 inputs -> 3 LIF layers x 256 -> 10 outputs, T=25,
 batch 128, fast-sigmoid surrogate k=25, beta=0.9, theta=1, cross-entropy on
@@ -71,10 +71,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = SpikingMLP(n_in=N_IN, n_out=N_OUT, hidden=HIDDEN, num_steps=T, slope=K)
+    eager = SpikingMLP(n_in=N_IN, n_out=N_OUT, hidden=HIDDEN, num_steps=T, slope=K, backend="eager")
+    fused = SpikingMLP(n_in=N_IN, n_out=N_OUT, hidden=HIDDEN, num_steps=T, slope=K, backend="fused")
     theirs = SnntorchNet()
     impls = {
-        "snnlab (eager)": make_step(ours, lambda x: ours(x).out),
+        "snnlab (fused)": make_step(fused, lambda x: fused(x).out),
+        "snnlab (eager)": make_step(eager, lambda x: eager(x).out),
         "snntorch Leaky": make_step(theirs, theirs),
     }
     times: dict[str, list[float]] = {name: [] for name in impls}
@@ -92,8 +94,8 @@ def main() -> None:
     for name, m in med.items():
         lo, hi = min(times[name]), max(times[name])
         print(f"{name:16s} median {m:7.2f} ms/step   (min {lo:.2f}, max {hi:.2f}, {args.rounds} rounds)")
-    ratio = med["snnlab (eager)"] / med["snntorch Leaky"]
-    print(f"ratio snnlab / snntorch: {ratio:.3f}")
+    for name in ("snnlab (fused)", "snnlab (eager)"):
+        print(f"ratio {name} / snntorch: {med[name] / med['snntorch Leaky']:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from .neurons import LIF, NeuronInit
+from .neurons import LIF, Backend, NeuronInit
 from .surrogate import Surrogate, check_slope, get_slope, set_slope
 
 Readout = Literal["spikes", "membrane"]
@@ -43,6 +43,7 @@ class SpikingMLPConfig:
     neuron_init: NeuronInit = "constant"
     weight_init: WeightInit = "threshold_scaled"
     init_gain: float = 2.0
+    backend: Backend = "fused"
 
 
 class NetOutput(NamedTuple):
@@ -77,6 +78,7 @@ class SpikingMLP(nn.Module):
                 init=cfg.neuron_init,
                 surrogate=cfg.surrogate,
                 slope=cfg.slope,
+                backend=cfg.backend,
             )
             for n in cfg.hidden
         )
