@@ -45,6 +45,8 @@ class ModelConfig(Strict):
     neuron: NeuronConfig = Field(default_factory=NeuronConfig)
     weight_init: Literal["threshold_scaled", "torch_default"] = "threshold_scaled"
     init_gain: float = Field(2.0, gt=0.0)
+    backend: Literal["fused", "eager"] = Field(
+        "fused", description="fused: hand-written backward over time (fast); eager: plain autograd")
 
     @field_validator("surrogate")
     @classmethod
@@ -67,6 +69,7 @@ class ModelConfig(Strict):
             neuron_init=n.init,
             weight_init=self.weight_init,
             init_gain=self.init_gain,
+            backend=self.backend,
         )
 
 

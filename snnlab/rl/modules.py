@@ -33,7 +33,7 @@ from ..spiking import SpikingMLP, SpikingMLPConfig
 
 #: keys of ``model_config`` that shape the spiking network (see snnlab.config.RLModelConfig)
 NETWORK_KEYS = ("hidden", "num_steps", "readout", "surrogate", "slope", "beta", "threshold",
-                "learn_beta", "learn_threshold", "neuron_init", "weight_init", "init_gain")
+                "learn_beta", "learn_threshold", "neuron_init", "weight_init", "init_gain", "backend")
 
 
 def build_network(model_config: dict, n_in: int, n_out: int) -> SpikingMLP:
