@@ -2,13 +2,12 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
 from snnlab.cli import main
-from snnlab.config import ConfigError, validate_experiment
+from snnlab.config import validate_experiment
 from snnlab.rl.callbacks import collect_slopes, get_module_slope, set_module_slope
 from snnlab.rl.train import build_algorithm_config, iteration_row, train_rl
 

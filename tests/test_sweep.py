@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from snnlab.cli import main
-from snnlab.config import ConfigError
 from snnlab.sweep.spec import load_sweep, trial_name
 from snnlab.sweep.summary import SPEC_FILE, steps_to_threshold, summarize
 

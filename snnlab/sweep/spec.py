@@ -231,10 +231,7 @@ def load_sweep(path: str | Path, budget: str | None = None, overrides: list[str]
         for v in values:
             trial = copy.deepcopy(probe)
             apply_overrides(trial, [f"{key}={_yaml(v)}"], source=f"{path}: params")
-            try:
-                validate_experiment(trial, f"{path}: params.{key}={_short(v)}")
-            except ConfigError as e:
-                raise ConfigError(str(e)) from None
+            validate_experiment(trial, f"{path}: params.{key}={_short(v)}")
     return Sweep(spec, base, str(path))
 
 
