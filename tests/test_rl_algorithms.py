@@ -42,6 +42,9 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
         before = [p.detach().clone() for p in mod.net.parameters()]
         rows = [iteration_row(algo.train()) for _ in range(2)]
         assert rows[-1]["env_steps"] >= 512 and not math.isnan(rows[-1]["episode_return_mean"])
+        result = algo.train()
+        rates = [result[f"spike_rate/layer{i}"] for i in range(2)]
+        assert all(0 < r < 1 for r in rates), rates  # real rates from the last training minibatch
         assert rows[-1]["slope"] == 5.0
         assert mod.is_stateful() == (mode == "sequence")
         changed = [not torch.equal(a, b) for a, b in zip(before, mod.net.parameters())]

@@ -192,6 +192,23 @@ class GradientDiagnosticsCallback(RLlibCallback):
             result[f"grad/layer{i}/cosine"] = st["cosine"]
 
 
+def _spike_rates(learner) -> list[float]:
+    from ..spiking import SpikingMLP
+
+    nets = [m for mod in _torch_modules(learner.module) for m in mod.modules() if isinstance(m, SpikingMLP)]
+    return [float(r) for r in nets[0].last_rates] if nets else []
+
+
+class SpikeRatesCallback(RLlibCallback):
+    """Each iteration, the spiking actor's per-layer spike rates on the Learner's last training
+    minibatch, into the result as ``spike_rate/layer{i}`` (a silent layer shows as 0)."""
+
+    def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
+        (rates, *_) = _learner_results(algorithm.learner_group.foreach_learner(_spike_rates))
+        for i, r in enumerate(rates):
+            result[f"spike_rate/layer{i}"] = r
+
+
 class SlopeScheduleMixin:
     """Adds the slope schedule's state to an Algorithm's checkpointable state."""
 

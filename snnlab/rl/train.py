@@ -35,6 +35,7 @@ from .callbacks import (
     SCHEDULE_KEY,
     GradientDiagnosticsCallback,
     SlopeScheduleCallback,
+    SpikeRatesCallback,
     SpikingPPO,
     SpikingSAC,
     iteration_score,
@@ -100,7 +101,7 @@ def build_algorithm_config(cfg: RLConfig):
                      num_envs_per_env_runner=cfg.runners.num_envs_per_env_runner)
         .learners(num_learners=cfg.runners.num_learners)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
-        .callbacks([SlopeScheduleCallback, GradientDiagnosticsCallback])
+        .callbacks([SlopeScheduleCallback, SpikeRatesCallback, GradientDiagnosticsCallback])
         .debugging(seed=cfg.seed)
         .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump(),
                                        DIAGNOSTICS_KEY: cfg.diagnostics.model_dump()})
@@ -138,6 +139,7 @@ def iteration_row(result: dict) -> dict[str, float]:
         "slope": result.get("slope", nan),
         "slope_next": result.get("slope_next", nan),
         "time_total_s": result.get("time_total_s", nan),
+        **{k: v for k, v in result.items() if k.startswith(("spike_rate/", "grad/"))},
     }
 
 
@@ -211,7 +213,8 @@ def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RL
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # diagnostics appear every N rows only
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)

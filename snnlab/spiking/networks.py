@@ -65,6 +65,8 @@ class SpikingMLP(nn.Module):
         check_slope(cfg.slope)
         self.cfg = cfg
         self.num_steps = cfg.num_steps
+        #: per-layer spike rates of the latest forward (detached; diagnostics only, never state)
+        self.last_rates: list[Tensor] = []
         self.readout_mode = cfg.readout
         sizes = [cfg.n_in, *cfg.hidden]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -133,6 +135,7 @@ class SpikingMLP(nn.Module):
             new_state.append(mems[-1])
             rates.append(spikes.detach().mean())
             x = spikes
+        self.last_rates = rates
         return x, mems, new_state, rates
 
     def forward(self, x: Tensor, state: list[Tensor] | None = None) -> NetOutput:
