@@ -28,7 +28,7 @@ def test_report_files_and_numbers(tiny_sweep, tmp_path, capsys):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) == 3 and "http" not in html.replace("http-equiv", "")
     assert base64.b64decode(images[0]) == (out / "curves.png").read_bytes()
-    assert f"{expected['final_mean'][0]:.4g}" in html
+    assert f"{expected['final_mean'][0]:.4g} ± {expected['final_std'][0]:.4g}" in html
     md = (out / "report.md").read_text()
     assert "| fixed-k2 | 2 |" in md and "![learning curves](curves.png)" in md
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
-from ..sweep.summary import load_curves, read_spec, summarize, to_markdown
+from ..sweep.summary import load_curves, read_spec, summarize, table_cells, table_note, to_markdown
 
 
 @dataclass
@@ -144,22 +144,18 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
-def _html_table(df: pd.DataFrame) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return "-" if math.isnan(v) else f"{v:.4g}"
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _html_table(df: pd.DataFrame, spec: dict) -> str:
+    head, rows = table_cells(df, spec)
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p class='note'>{html.escape(table_note(spec))}</p>")
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}
-figure{margin:1.5em 0}figcaption{color:#666;font-size:13px}code{background:#f3f3f3;padding:0 3px}"""
+figure{margin:1.5em 0}figcaption,.note{color:#666;font-size:13px}code{background:#f3f3f3;padding:0 3px}"""
 
 
 def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
@@ -192,7 +188,7 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
                      f"{html.escape(sd.spec.get('step_unit', 'steps'))}"
                      + (f", threshold {thr:g} (trailing {sd.spec.get('smoothing', 3)}-step mean)" if thr is not None else "")
                      + "</p>")
-        parts.append(_html_table(sd.table))
+        parts.append(_html_table(sd.table, sd.spec))
     parts.append(_img(files["curves"], "Learning curves per setting: mean over seeds, band = ±1 std."))
     if slopes:
         parts.append(_img(slopes, "Slope k over training for scheduled settings (one line per seed)."))

@@ -160,28 +160,46 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def to_markdown(df: pd.DataFrame, spec: dict) -> str:
+def _pm(mean: float, std: float) -> str:
+    return "-" if isinstance(mean, float) and math.isnan(mean) else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def table_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison table as a header and rows of formatted cells ("mean ± std")."""
     metric = spec["metric"]["name"]
     thr = spec.get("threshold")
-    cols = ["setting"] + (["params"] if "params" in df else []) + ["seeds"]
-    head = cols + [f"best {metric}", f"final {metric}", f"AUC ({metric})"]
+    head = ["setting"] + (["params"] if "params" in df else []) + ["seeds"]
+    head += [f"best {metric}", f"final {metric}", f"AUC ({metric})"]
     if thr is not None:
         head += [f"steps to {thr:g}", "reached", "steps (mean curve)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for _, r in df.iterrows():
         seeds = (f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
                  + (f" (+{r['seeds_unfinished']} unfinished)" if r["seeds_unfinished"] else ""))
         cells = [r["setting"]] + ([r["params"]] if "params" in df else []) + [seeds]
         for m in ("best", "final", "auc"):
-            cells.append(f"{_fmt(r[m + '_mean'])} ± {_fmt(r[m + '_std'])}")
+            cells.append(_pm(r[m + "_mean"], r[m + "_std"]))
         if thr is not None:
-            cells += [f"{_fmt(r['steps_to_threshold_mean'])} ± {_fmt(r['steps_to_threshold_std'])}",
+            cells += [_pm(r["steps_to_threshold_mean"], r["steps_to_threshold_std"]),
                       r["reached"], _fmt(r.get("steps_to_threshold_mean_curve", math.nan))]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    note = (f"\nMean ± std over seeds. Steps = {spec.get('step_unit', 'training iterations')}; "
+        rows.append([str(c) for c in cells])
+    return head, rows
+
+
+def table_note(spec: dict) -> str:
+    thr = spec.get("threshold")
+    if thr is None:
+        return "Mean ± std over seeds."
+    return (f"Mean ± std over seeds. Steps = {spec.get('step_unit', 'training iterations')}; "
             f"steps to threshold: first step whose trailing {spec.get('smoothing', 3)}-step moving "
-            f"average of `{metric}` reaches {thr}.") if thr is not None else ""
-    return "\n".join(lines) + "\n" + note + "\n"
+            f"average of `{spec['metric']['name']}` reaches {thr}.")
+
+
+def to_markdown(df: pd.DataFrame, spec: dict) -> str:
+    head, rows = table_cells(df, spec)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n\n" + table_note(spec) + "\n"
 
 
 def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
