@@ -141,13 +141,14 @@ max_failures: 1
 
 
 CLUSTER = '''
-import json, sys
+import json, sys, tempfile
 import ray
 from ray.cluster_utils import Cluster
 from snnlab.cli import main
 
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-cluster.add_node(num_cpus=1)
+tmp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # its own session files (short: socket paths)
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": tmp})
+cluster.add_node(num_cpus=1, temp_dir=tmp)
 cluster.wait_for_nodes()
 ray.init(address=cluster.address)
 nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
