@@ -16,7 +16,9 @@ from .helpers import CONFIGS, REPO, write_yaml
 
 
 def sweep_env(tmp_path, **extra):
-    env = dict(os.environ)
+    # not the test session's Ray settings: ray.init sets RAY_AUTH_MODE=token in our environment,
+    # and a fresh HOME holds no token for it (a Cluster's GCS then aborts at start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env.update({"HOME": str(tmp_path / "home"), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), **extra})
     (tmp_path / "home").mkdir(exist_ok=True)
