@@ -116,6 +116,8 @@ def iteration_score(result: dict) -> float | None:
 
 
 class SlopeScheduleCallback(RLlibCallback):
+    """Feed each iteration's score to the schedule and put the new k into every process now."""
+
     def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
         if getattr(algorithm, "slope_schedule", None) is None:
             algorithm.slope_schedule = schedule_from_config(algorithm.config)

@@ -130,12 +130,13 @@ def iteration_row(result: dict) -> dict[str, float]:
     er = result.get("env_runners", {})
     ev = result.get("evaluation", {}).get("env_runners", {})
     nan = float("nan")
+    score = iteration_score(result)
     return {
         "iteration": result.get("training_iteration", nan),
         "env_steps": er.get("num_env_steps_sampled_lifetime", nan),
         "episode_return_mean": er.get("episode_return_mean", nan),
         "eval_return_mean": ev.get("episode_return_mean", nan),
-        "score": nan if iteration_score(result) is None else iteration_score(result),
+        "score": nan if score is None else score,
         "slope": result.get("slope", nan),
         "slope_next": result.get("slope_next", nan),
         "time_total_s": result.get("time_total_s", nan),

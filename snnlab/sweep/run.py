@@ -152,8 +152,7 @@ def storage_uri(storage: str) -> str:
 
 
 def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
-              wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
-              echo=print) -> SweepOutcome:
+              wandb_mode: str = "offline", resume: bool = False, verbose: int = 1) -> SweepOutcome:
     storage = storage_uri(storage)
     exp_dir = f"{storage.rstrip('/')}/{sweep.spec.name}"
     local = "://" not in storage
