@@ -55,7 +55,7 @@ def test_hover_throttle_keeps_the_drone_still_for_one_second():
         obs, r, term, trunc, _ = env.step(np.full(4, env.a_hover))
     assert not term
     assert np.linalg.norm(obs[:3]) < 1e-3 and np.linalg.norm(obs[12:15]) < 1e-3
-    assert r == pytest.approx(1.0, abs=1e-3)  # alive bonus, no penalties at perfect hover
+    assert r == pytest.approx(2.0, abs=1e-3)  # alive bonus, no penalties at perfect hover
 
 
 def test_zero_throttle_falls_with_g():
@@ -137,3 +137,17 @@ def test_reward_weights_are_parameters():
     _, r, *_ = env.step(np.full(4, env.a_hover))
     assert r == pytest.approx(2.0 - 10.0 * 0.1, abs=1e-3)
     assert math.isfinite(r)
+
+
+def test_surviving_pays_on_average_from_random_starts():
+    """The default weights make staying in the box worth more than leaving it early."""
+    env = gym.make(ENV_ID)
+    total, steps = 0.0, 0
+    for seed in range(30):
+        env.reset(seed=seed)
+        while True:
+            _, r, term, trunc, _ = env.step(np.full(4, env.unwrapped.a_hover))
+            total, steps = total + r, steps + 1
+            if term or trunc:
+                break
+    assert total / steps > 0.3
