@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/env_steps.py [--seconds 3] [--repeats 5]
 
-Reports the raw env (``QuadrotorHover()``) and the registered one
-(``gym.make``, i.e. with gymnasium's TimeLimit / OrderEnforcing /
-PassiveEnvChecker wrappers), stepping random actions and resetting on
-episode end. Medians over repeats.
+Reports the raw env (``QuadrotorHover()``), the registered one (``gym.make``,
+i.e. with gymnasium's TimeLimit / OrderEnforcing / PassiveEnvChecker
+wrappers) and gymnasium's synchronous vector env over 8 and 32 copies (what
+RLlib's ``num_envs_per_env_runner`` uses), stepping random actions and
+resetting on episode end. Medians over repeats; one core.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ def steps_per_second(env, seconds: float) -> float:
             return n / dt
 
 
+def vector_steps_per_second(num_envs: int, seconds: float) -> float:
+    """Env steps/s (all sub-envs counted) of gymnasium's synchronous vector env."""
+    venv = gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="sync")
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(256, num_envs, 4)).astype(np.float32)
+    n, t0 = 0, time.perf_counter()
+    while True:
+        for a in actions:
+            venv.step(a)  # autoreset handles finished sub-envs
+        n += len(actions) * num_envs
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            venv.close()
+            return n / dt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -48,6 +66,10 @@ def main() -> None:
             res[name].append(steps_per_second(env, args.seconds))
     for name, v in res.items():
         print(f"{name:42s} median {statistics.median(v):9.0f} steps/s  (min {min(v):.0f}, max {max(v):.0f})")
+    for n in (8, 32):
+        v = [vector_steps_per_second(n, args.seconds) for _ in range(args.repeats)]
+        print(f"{f'gym.make_vec(..., num_envs={n}, sync)':42s} median {statistics.median(v):9.0f} steps/s  "
+              f"(min {min(v):.0f}, max {max(v):.0f})")
 
 
 if __name__ == "__main__":
