@@ -181,3 +181,45 @@ def test_smoke_sweep_end_to_end(tiny_sweep, capsys):
     rc, _, err = run_cli(capsys, "sweep", str(tiny_sweep["file"]), "--storage", str(tiny_sweep["storage"]))
     assert rc == 2 and "already holds this sweep's results" in err
     assert (exp / "summary.md").read_text() == md
+
+
+def test_paired_test_by_hand():
+    from snnlab.sweep.summary import paired_test
+
+    t = paired_test([1.0, 2.0, 3.0])
+    # 8 sign patterns; only all-plus and all-minus reach |mean| >= 2
+    assert t["mean_diff"] == 2.0 and t["p_value"] == pytest.approx(0.25)
+    assert 1.0 <= t["ci_low"] <= t["ci_high"] <= 3.0
+    assert paired_test([1.0, -1.0])["p_value"] == pytest.approx(1.0)
+    six = paired_test([1.0, 2.0, 1.5, 3.0, 2.5, 1.0])
+    assert six["p_value"] == pytest.approx(2 / 64)
+    assert paired_test([])["n"] == 0
+
+
+def test_comparison_against_the_steepest_fixed_slope(tmp_path):
+    from snnlab.sweep.summary import compare_to_reference, write_summary
+
+    spec = {"name": "cmp", "metric": {"name": "score", "mode": "max"}, "threshold": 150,
+            "smoothing": 1, "steps": 4,
+            "settings": [{"label": "fixed-k2", "slope": {"kind": "fixed", "k": 2}},
+                         {"label": "fixed-k100", "slope": {"kind": "fixed", "k": 100}}]}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    for seed, (shallow, steep) in enumerate([([100, 200, 300, 400], [0, 100, 100, 200]),
+                                             ([100, 160, 200, 200], [0, 50, 100, 100])]):
+        for name, scores in (("fixed-k2", shallow), ("fixed-k100", steep)):
+            d = tmp_path / f"{name}_seed{seed}"
+            d.mkdir()
+            (d / "params.json").write_text(json.dumps({"setting": {"label": name}, "seed": seed,
+                                                       "params": {}}))
+            (d / "result.json").write_text("\n".join(json.dumps(
+                {"training_iteration": i + 1, "score": v}) for i, v in enumerate(scores)))
+    df = compare_to_reference(tmp_path)
+    (row,) = df.to_dict("records")
+    assert row["reference"] == "fixed-k100" and row["paired_seeds"] == 2
+    # AUC diffs: (250 - 100) = 150 and (165 - 62.5) = 102.5
+    assert row["auc_mean_diff"] == pytest.approx((150 + 102.5) / 2)
+    # steps to 150: shallow 2 and 2; steep 4 and never (-> 4 + 1 = 5): diffs -2, -3
+    assert row["stt_mean_diff"] == pytest.approx(-2.5)
+    _, md = write_summary(tmp_path)
+    assert "Against the steepest fixed slope" in md and "| fixed-k2 | 2 |" in md
+    assert (tmp_path / "comparison.csv").is_file()

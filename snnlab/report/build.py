@@ -23,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
-from ..sweep.summary import load_curves, read_spec, summarize, table_cells, table_note, to_markdown
+from ..sweep.summary import (
+    comparison_markdown,
+    compare_to_reference,
+    load_curves,
+    read_spec,
+    summarize,
+    table_cells,
+    table_note,
+    to_markdown,
+)
 
 
 @dataclass
@@ -173,6 +182,9 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     md = ["# snnlab report", ""]
     for sd in sweeps:
         md += [f"## {sd.name}", f"`{sd.path}`", "", to_markdown(sd.table, sd.spec)]
+        cmp = compare_to_reference(sd.path)
+        if not cmp.empty:
+            md += ["", comparison_markdown(cmp, sd.spec)]
     md += ["![learning curves](curves.png)", "", "![bars](bars.png)", ""]
     if slopes:
         md += ["![slopes](slopes.png)", ""]

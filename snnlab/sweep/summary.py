@@ -154,6 +154,98 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def paired_test(diffs: list[float], n_boot: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Mean of paired differences, its bootstrap 95% CI, and the exact two-sided sign-flip
+    permutation p-value (all 2^n sign patterns; n <= 16 seeds)."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    if n > 16:
+        raise ValueError("the exact permutation test enumerates 2^n sign patterns; use <= 16 seeds")
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * n)).reshape(n, -1).T  # [2^n, n]
+    null = np.abs((signs * np.abs(d)).mean(axis=1))
+    p = float(np.mean(null >= abs(d.mean()) - 1e-12))
+    return {"n": n, "mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "p_value": p}
+
+
+def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> pd.DataFrame:
+    """Each setting against a reference setting (default: the fixed setting with the largest k),
+    paired by seed, on AUC and on steps to threshold.
+
+    A seed that never reaches the threshold counts as ``steps + 1`` (censored at one step past
+    the end of training), so "never" is worse than any step within the run.
+    """
+    spec = read_spec(exp_dir)
+    metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
+    threshold, window, steps = spec.get("threshold"), int(spec.get("smoothing", 3)), spec.get("steps")
+    curves = [c for c in load_curves(exp_dir, metric, steps) if c.status == "OK"]
+    if reference is None:
+        fixed = [s for s in spec["settings"] if s["slope"]["kind"] == "fixed"]
+        if not fixed:
+            return pd.DataFrame()
+        reference = max(fixed, key=lambda s: s["slope"]["k"])["label"]
+
+    def per_seed(setting, params):
+        out = {}
+        for c in curves:
+            if c.setting != setting or json.dumps(c.params, sort_keys=True) != params:
+                continue
+            stt = math.nan
+            if threshold is not None:
+                stt = steps_to_threshold(c.steps, c.values, threshold, window, mode)
+                if math.isnan(stt):
+                    stt = float(c.steps[-1]) + 1.0
+            out[c.seed] = {"auc": float(np.nanmean(c.values)), "stt": stt}
+        return out
+
+    rows = []
+    order = [s["label"] for s in spec["settings"]]
+    groups = sorted({(c.setting, json.dumps(c.params, sort_keys=True)) for c in curves},
+                    key=lambda g: (order.index(g[0]) if g[0] in order else len(order), g[1]))
+    for setting, params in groups:
+        if setting == reference:
+            continue
+        mine, ref = per_seed(setting, params), per_seed(reference, params)
+        seeds = sorted(set(mine) & set(ref))
+        row: dict[str, Any] = {"setting": setting, "reference": reference, "paired_seeds": len(seeds)}
+        if params != "{}":
+            row["params"] = params
+        for key in ("auc",) + (("stt",) if threshold is not None else ()):
+            t = paired_test([mine[s][key] - ref[s][key] for s in seeds])
+            for k, v in t.items():
+                if k != "n":
+                    row[f"{key}_{k}"] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(df: pd.DataFrame, spec: dict) -> str:
+    if df.empty:
+        return ""
+    ref = df["reference"].iloc[0]
+    has_stt = "stt_mean_diff" in df
+    head = ["setting", "paired seeds", "Δ AUC (95% CI)", "p (AUC)"]
+    if has_stt:
+        head += ["Δ steps to threshold (95% CI)", "p (steps)"]
+    lines = [f"Paired by seed against `{ref}`: Δ = setting - {ref}; 95% CI by bootstrap over seeds "
+             f"(10,000 resamples); p = exact two-sided sign-flip permutation test. Seeds that never "
+             f"reach the threshold count as one step past the end.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [r["setting"], str(r["paired_seeds"]),
+                 f"{_fmt(r['auc_mean_diff'])} ({_fmt(r['auc_ci_low'])}, {_fmt(r['auc_ci_high'])})",
+                 _fmt(r["auc_p_value"])]
+        if has_stt:
+            cells += [f"{_fmt(r['stt_mean_diff'])} ({_fmt(r['stt_ci_low'])}, {_fmt(r['stt_ci_high'])})",
+                      _fmt(r["stt_p_value"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "-" if math.isnan(x) else f"{x:.4g}"
@@ -207,6 +299,10 @@ def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
     spec = read_spec(exp_dir)
     df = summarize(exp_dir)
     md = f"# Sweep `{spec['name']}`\n\n" + to_markdown(df, spec)
+    cmp = compare_to_reference(exp_dir)
+    if not cmp.empty:
+        md += "\n## Against the steepest fixed slope\n\n" + comparison_markdown(cmp, spec)
+        cmp.to_csv(exp_dir / "comparison.csv", index=False)
     df.to_csv(exp_dir / "summary.csv", index=False)
     (exp_dir / "summary.md").write_text(md)
     return df, md
