@@ -132,8 +132,11 @@ max_failures: 1
     exp = tmp_path / "runs" / "flaky"
     ok, bad = exp / "fixed-k2_always=False_seed0", exp / "fixed-k2_always=True_seed0"
     r = rows(ok)
-    assert [x["training_iteration"] for x in r] == [1, 2, 3, 4]
-    # it failed once and continued from its checkpoint: iterations_since_restore restarted
+    its = [x["training_iteration"] for x in r]
+    # it completed, never went backwards, and continued from a checkpoint after its failure
+    # (iterations_since_restore restarted). Tune's result.json can miss the row reported just
+    # before the failure (seen once in CI: [1, 3, 4]), so the rows are not required complete.
+    assert its[-1] == 4 and its == sorted(set(its)), its
     assert any(x["iterations_since_restore"] < x["training_iteration"] for x in r), r
     assert (bad / "error.txt").exists()
     assert "FAILED trial fixed-k2_always=True_seed0" in res.stdout
