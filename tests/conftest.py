@@ -45,17 +45,6 @@ def ray_session():
     ray.shutdown()
 
 
-TINY_SL_SWEEP = """kind: sweep
-name: tiny
-base: {base}
-set: {{trainer.max_epochs: 3, data.limit: 300, model.hidden: [16]}}
-settings:
-  - {{kind: fixed, k: 2}}
-  - {{kind: interval, k_start: 1, k_end: 100, every: 1, stages: 3}}
-seeds: [0, 1]
-threshold: 0.5
-smoothing: 2
-"""
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +52,13 @@ def tiny_sweep(ray_session, tmp_path_factory):
     """One real supervised sweep (2 settings x 2 seeds x 3 epochs), shared by the tests that read it."""
     import contextlib
     import io
-    from pathlib import Path
-
     from snnlab.cli import main
 
+    from .helpers import TINY_SL_SWEEP
+
     root = tmp_path_factory.mktemp("tiny_sweep")
-    base = Path(__file__).resolve().parents[1] / "configs" / "sl_digits.yaml"
     path = root / "s.yaml"
-    path.write_text(TINY_SL_SWEEP.format(base=base))
+    path.write_text(TINY_SL_SWEEP)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(["sweep", str(path), "--storage", str(root / "runs"), "--verbose", "1"])

@@ -11,19 +11,9 @@ from snnlab.cli import main
 from snnlab.sweep.spec import load_sweep, trial_name
 from snnlab.sweep.summary import SPEC_FILE, steps_to_threshold, summarize
 
-from .helpers import CONFIGS, write_yaml
+from .helpers import CONFIGS, TINY_SL_SWEEP, write_yaml
 
-SL_SWEEP = f"""kind: sweep
-name: tiny
-base: {CONFIGS / 'sl_digits.yaml'}
-set: {{trainer.max_epochs: 3, data.limit: 300, model.hidden: [16]}}
-settings:
-  - {{kind: fixed, k: 2}}
-  - {{kind: interval, k_start: 1, k_end: 100, every: 1, stages: 3}}
-seeds: [0, 1]
-threshold: 0.5
-smoothing: 2
-"""
+SL_SWEEP = TINY_SL_SWEEP
 
 
 def run_cli(capsys, *args):

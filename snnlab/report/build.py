@@ -76,6 +76,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(sweeps: list[SweepData], path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, len(sweeps), figsize=(6.5 * len(sweeps), 4.2), squeeze=False)
@@ -94,10 +101,7 @@ def plot_curves(sweeps: list[SweepData], path: Path) -> Path:
                xlabel=sd.spec.get("step_unit", "step"), ylabel=sd.spec["metric"]["name"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_slopes(sweeps: list[SweepData], path: Path) -> Path | None:
@@ -117,10 +121,7 @@ def plot_slopes(sweeps: list[SweepData], path: Path) -> Path | None:
            ylabel="slope k")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_bars(sweeps: list[SweepData], path: Path) -> Path:
@@ -142,10 +143,7 @@ def plot_bars(sweeps: list[SweepData], path: Path) -> Path:
     for ax in (a1, a2):
         ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _img(path: Path, alt: str) -> str:
