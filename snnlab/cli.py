@@ -144,6 +144,52 @@ def _cmd_sweep(args) -> int:
     return 1 if out.errors else 0
 
 
+def _add_study(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a study: gradient analysis, supervised sweep, RL sweep, combined report",
+        description="Run a study file (kind: study, e.g. sweeps/paper_part1.yaml): the gradient "
+        "analysis, then the supervised sweep, then the RL sweep (each a Ray Tune sweep), then one "
+        "combined report (report.html, report.md, figures, claims.csv) in <storage>/<name>/report/.",
+    )
+    p.add_argument("file", help="study YAML file, e.g. sweeps/paper_part1.yaml")
+    p.add_argument("--budget", metavar="NAME", help="scale defined in the file's `budgets:` (for "
+                   "paper_part1.yaml: smoke, laptop, paper); default: the sections as written")
+    p.add_argument("--storage", metavar="DIR", default="runs",
+                   help="results folder (default ./runs; on a cluster a shared filesystem path)")
+    p.add_argument("--address", metavar="ADDR", help="join an existing Ray cluster: auto, "
+                   "ray://HOST:PORT or HOST:PORT (default: start a local Ray)")
+    p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline",
+                   help="W&B for the sweeps' trials: offline run files (default), online, or off")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in "
+                   "<storage>/<name>/ (finished stages are kept)")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
+                   help="Tune's verbosity (1: live table; 0: silent)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args) -> int:
+    from .study import load_study, run_study
+    from .wandb_utils import check_wandb_mode
+
+    study = load_study(args.file, budget=args.budget)
+    check_wandb_mode(args.wandb)
+    out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
+                    resume=args.resume, verbose=args.verbose,
+                    log=lambda msg: print(f"snnlab study: {msg}", flush=True))
+    claims = Path(out.report["claims"])
+    import pandas as pd
+
+    for _, r in pd.read_csv(claims).iterrows():
+        print(f"  [{r['verdict']}] {r['claim']}")
+    for err in out.errors:
+        print(f"FAILED trial {err}")
+    print(f"study done in {out.wall_time_s:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in out.stage_s.items())}); "
+          f"report: {out.report['html']}")
+    return 1 if out.errors else 0
+
+
 def _add_analyze(sub) -> None:
     p = sub.add_parser("analyze", help="analyses (gradient diagnostics)",
                        description="Analyses that need no training run.")
@@ -171,48 +217,41 @@ def _add_analyze(sub) -> None:
 def _cmd_analyze_gradients(args) -> int:
     import time
 
-    import pandas as pd
-    import yaml
-
     from .config import load_gradient_analysis
-    from .diagnostics import Protocol, aggregate, paper_protocol, plot
+    from .diagnostics import run_analysis
 
     cfg = load_gradient_analysis(args.config, args.overrides)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proto = Protocol(**cfg.model_dump())
-    rows = paper_protocol(proto, progress=lambda n: print(
-        f"network {n + 1}/{proto.networks} done ({time.perf_counter() - t0:.1f} s)", flush=True))
-    pd.DataFrame(rows).to_csv(out / "gradients.csv", index=False)
-    agg = aggregate(rows)
-    pd.DataFrame(agg).to_csv(out / "gradients_summary.csv", index=False)
-    (out / "protocol.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    figs = plot(agg, str(out / "gradients"),
-                title=f"{len(proto.hidden)} LIF layers, T={proto.num_steps}, "
-                f"{proto.networks} networks x {proto.samples} samples")
+    agg = run_analysis(cfg.model_dump(), out, progress=lambda n: print(
+        f"network {n + 1}/{cfg.networks} done ({time.perf_counter() - t0:.1f} s)", flush=True))
     layers = sorted({r["layer"] for r in agg})
     print("mean |gradient| / cosine to k_ref, per layer (0 = input, "
           f"{layers[-1]} = readout):")
-    for k in proto.slopes:
+    for k in cfg.slopes:
         cells = [f"{r['magnitude']:.2e}/{r['cosine']:.2f}" for r in agg if r["k"] == k]
         print(f"  k={k:<6g} " + "  ".join(cells))
-    print(f"wrote {out / 'gradients.csv'}, gradients_summary.csv, {', '.join(Path(f).name for f in figs)} "
+    print(f"wrote {out / 'gradients.csv'}, gradients_summary.csv, gradients.png, gradients.svg "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+REPORT_OUT = "runs/report"
 
 
 def _add_report(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="turn sweep result folders into a comparison report (HTML, Markdown, PNG)",
+        help="turn sweep (or study) result folders into a comparison report (HTML, Markdown, PNG)",
         description="Read one or more sweep result folders (local files only) and write learning "
         "curves per setting (mean and band over seeds), the slope over training for scheduled "
         "settings, steps-to-threshold and best-score bars, and the summary table, as a "
-        "self-contained report.html (plus report.md, the PNGs and summary.csv).",
+        "self-contained report.html (plus report.md, the PNGs and summary.csv). Given a study "
+        "folder (from `snnlab study`), rebuild its combined report in <study>/report/.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid")
-    p.add_argument("--out", metavar="DIR", default="runs/report", help="output folder (default runs/report)")
+    p.add_argument("--out", metavar="DIR", default=REPORT_OUT,
+                   help="output folder (default runs/report; for a study folder: <study>/report)")
     p.add_argument("--wandb", action="store_true", help="also publish a W&B Report of the same "
                    "comparison (needs `wandb login` and a network; offline it says so and skips it)")
     p.add_argument("--wandb-project", default="snnlab", help="W&B project of the sweeps' runs")
@@ -223,8 +262,23 @@ def _add_report(sub) -> None:
 
 def _cmd_report(args) -> int:
     from .report.build import build_report, load_sweep_dir
+    from .study import STUDY_FILE
 
-    files = build_report(args.dirs, args.out)
+    studies = [d for d in args.dirs if (Path(d) / STUDY_FILE).is_file()]
+    if studies:
+        if len(args.dirs) > 1:
+            from .config import ConfigError
+
+            raise ConfigError(f"report: {studies[0]} is a study folder; give it alone (its report "
+                              f"combines its own sweeps)")
+        from .report.study import build_study_report
+
+        out = None if args.out == REPORT_OUT else args.out
+        files = build_study_report(studies[0], out)
+        sweep_dirs = sorted(str(p.parent) for p in Path(studies[0]).glob("*/snnlab_sweep.yaml"))
+    else:
+        sweep_dirs = list(args.dirs)
+        files = build_report(args.dirs, args.out)
     for name, path in files.items():
         print(f"{name:9s} {path}")
     if args.wandb:
@@ -234,7 +288,7 @@ def _cmd_report(args) -> int:
         if why:
             print(f"W&B report skipped: {why}; the local report above is complete")
         else:
-            report = build_wandb_report([load_sweep_dir(d) for d in args.dirs], args.wandb_project,
+            report = build_wandb_report([load_sweep_dir(d) for d in sweep_dirs], args.wandb_project,
                                         args.wandb_entity)
             report.save()
             print(f"W&B report: {report.url}")
@@ -251,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_sweep(sub)
+    _add_study(sub)
     _add_analyze(sub)
     _add_report(sub)
     return parser

@@ -18,6 +18,7 @@ readout of the summed output spikes, MSE loss, k in {1, 10, 25, 50, 100}.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -155,3 +156,24 @@ def plot(agg: list[dict], path_stem: str, title: str = "") -> list[str]:
 
 def protocol_dict(p: Protocol) -> dict:
     return asdict(p)
+
+
+def run_analysis(cfg_fields: dict, out: str | Path,
+                 progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Run the protocol and write gradients.csv (every number), gradients_summary.csv (means per
+    k and layer), protocol.yaml and gradients.png/.svg into ``out``; return the summary rows."""
+    import pandas as pd
+    import yaml
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    proto = Protocol(**cfg_fields)
+    rows = paper_protocol(proto, progress=progress)
+    pd.DataFrame(rows).to_csv(out / "gradients.csv", index=False)
+    agg = aggregate(rows)
+    pd.DataFrame(agg).to_csv(out / "gradients_summary.csv", index=False)
+    (out / "protocol.yaml").write_text(yaml.safe_dump(dict(cfg_fields), sort_keys=False))
+    plot(agg, str(out / "gradients"),
+         title=f"{len(proto.hidden)} LIF layers, T={proto.num_steps}, "
+         f"{proto.networks} networks x {proto.samples} samples")
+    return agg

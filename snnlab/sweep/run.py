@@ -129,6 +129,8 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
         "params": {k: tune.grid_search(v) for k, v in spec.params.items()},
         "seed": tune.grid_search(spec.seeds),
     }
+    if spec.diagnostics is not None:  # applied per trial to the seeds it names
+        param_space["diagnostics"] = spec.diagnostics.model_dump()
     callbacks = [] if wandb_mode == "off" else [_wandb_callback(sweep, wandb_mode)]
     return Tuner(
         trainable,

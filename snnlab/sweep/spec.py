@@ -20,6 +20,9 @@ grid, what to compare and how to run it::
     resources: {cpus_per_trial: 1}
     max_concurrent: 0                 # 0: as many as the CPUs allow
     max_failures: 1
+    diagnostics:                      # gradient cosine for a subset of trials (optional)
+      seeds: [0]                      #   trials of these seeds log grad/layer{i}/cosine, /magnitude
+      every: 2                        #   every N training steps (supervised) or iterations (RL)
     budgets:                          # --budget NAME applies these overrides
       smoke: {stop.iterations: 2}
 """
@@ -73,6 +76,16 @@ class Resources(Strict):
     gpus_per_trial: float = Field(0.0, ge=0)
 
 
+class SweepDiagnostics(Strict):
+    """Gradient diagnostics (magnitude and cosine to the k_ref gradient per layer) for the trials
+    of some seeds only: they cost a second backward pass per probe."""
+
+    seeds: list[int] = Field(..., min_length=1, description="trials of these seeds get diagnostics")
+    every: int = Field(..., gt=0, description="every N training steps (supervised) or iterations (RL)")
+    k_ref: float = Field(100.0, gt=0.0)
+    probe_batch: int = Field(64, gt=0, description="RL: standard-normal probe observations")
+
+
 class SweepSpec(Strict):
     kind: Literal["sweep"]
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -87,6 +100,7 @@ class SweepSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: int = Field(0, ge=0)
     max_failures: int = Field(1, ge=0)
+    diagnostics: SweepDiagnostics | None = None
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("settings")
@@ -126,6 +140,10 @@ class SweepSpec(Strict):
     def _seeds_unique(self):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: repeated seed")
+        if self.diagnostics is not None:
+            extra = sorted(set(self.diagnostics.seeds) - set(self.seeds))
+            if extra:
+                raise ValueError(f"diagnostics.seeds: {extra} not among the sweep's seeds {self.seeds}")
         return self
 
 
@@ -162,8 +180,11 @@ class Sweep:
 
 
 def trial_config(sweep: Sweep, setting: dict, params: dict, seed: int) -> dict[str, Any]:
-    return {"sweep": sweep.spec.name, "base": sweep.base, "setting": setting, "seed": seed,
-            "params": params}
+    out = {"sweep": sweep.spec.name, "base": sweep.base, "setting": setting, "seed": seed,
+           "params": params}
+    if sweep.spec.diagnostics is not None:
+        out["diagnostics"] = sweep.spec.diagnostics.model_dump()
+    return out
 
 
 def experiment_from_trial(trial: dict[str, Any]):
@@ -171,6 +192,9 @@ def experiment_from_trial(trial: dict[str, Any]):
     apply_overrides(data, [f"{k}={_yaml(v)}" for k, v in trial.get("params", {}).items()])
     data["slope"] = dict(trial["setting"]["slope"])
     data["seed"] = int(trial["seed"])
+    diag = trial.get("diagnostics")
+    if diag and int(trial["seed"]) in diag["seeds"]:
+        data["diagnostics"] = {k: v for k, v in diag.items() if k != "seeds"}
     return validate_experiment(data, f"sweep {trial.get('sweep', '?')} trial {trial_name(trial)}")
 
 
@@ -193,7 +217,13 @@ def _yaml(v: Any) -> str:
 
 def load_sweep(path: str | Path, budget: str | None = None, overrides: list[str] | None = None) -> Sweep:
     path = Path(path)
-    data = read_yaml(path)
+    return sweep_from_data(read_yaml(path), path, budget, overrides)
+
+
+def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
+                    overrides: list[str] | None = None) -> Sweep:
+    """Validate a sweep mapping; ``path`` names it in errors and anchors a relative ``base``."""
+    path = Path(path)
     if data.get("kind") != "sweep":
         raise ConfigError(f"{path}: kind: a sweep file needs `kind: sweep` (got {data.get('kind')!r})")
     try:

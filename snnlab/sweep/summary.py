@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,12 @@ class TrialCurve:
     values: np.ndarray
     slopes: np.ndarray
     error: str | None = None
+    #: diagnostics per step (NaN where a step did not log it): spike rates, gradient stats
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: result keys kept as per-step diagnostics (RL, supervised validation, gradient probes)
+DIAGNOSTIC_PREFIXES = ("spike_rate/", "val_spike_rate/", "grad/")
 
 
 def steps_to_threshold(steps, values, threshold: float, window: int, mode: str = "max") -> float:
@@ -92,6 +98,8 @@ def load_curves(exp_dir: str | Path, metric: str, expected_steps: int | None = N
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
         slopes = np.array([_num(by_step[int(s)].get("slope")) for s in steps], dtype=float)
+        keys = sorted({k for r in by_step.values() for k in r if k.startswith(DIAGNOSTIC_PREFIXES)})
+        extra = {k: np.array([_num(by_step[int(s)].get(k)) for s in steps], dtype=float) for k in keys}
         error_file = trial_dir / "error.txt"  # kept by Tune even when a retry then succeeded
         error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
         complete = expected_steps is None or (len(steps) > 0 and steps[-1] >= expected_steps)
@@ -99,7 +107,7 @@ def load_curves(exp_dir: str | Path, metric: str, expected_steps: int | None = N
         curves.append(TrialCurve(
             name=trial_dir.name, setting=config["setting"]["label"], seed=int(config["seed"]),
             params=config.get("params", {}), status=status,
-            steps=steps, values=values, slopes=slopes, error=error))
+            steps=steps, values=values, slopes=slopes, error=error, extra=extra))
     return curves
 
 
@@ -174,7 +182,7 @@ def paired_test(diffs: list[float], n_boot: int = 10_000, seed: int = 0) -> dict
 
 def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> pd.DataFrame:
     """Each setting against a reference setting (default: the fixed setting with the largest k),
-    paired by seed, on AUC and on steps to threshold.
+    paired by seed, on AUC, best and final score and on steps to threshold.
 
     A seed that never reaches the threshold counts as ``steps + 1`` (censored at one step past
     the end of training), so "never" is worse than any step within the run.
@@ -199,7 +207,9 @@ def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> p
                 stt = steps_to_threshold(c.steps, c.values, threshold, window, mode)
                 if math.isnan(stt):
                     stt = float(c.steps[-1]) + 1.0
-            out[c.seed] = {"auc": float(np.nanmean(c.values)), "stt": stt}
+            best = np.nanmax(c.values) if mode == "max" else np.nanmin(c.values)
+            out[c.seed] = {"auc": float(np.nanmean(c.values)), "best": float(best),
+                           "final": float(c.values[-1]), "stt": stt}
         return out
 
     rows = []
@@ -214,7 +224,7 @@ def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> p
         row: dict[str, Any] = {"setting": setting, "reference": reference, "paired_seeds": len(seeds)}
         if params != "{}":
             row["params"] = params
-        for key in ("auc",) + (("stt",) if threshold is not None else ()):
+        for key in ("auc", "best", "final") + (("stt",) if threshold is not None else ()):
             t = paired_test([mine[s][key] - ref[s][key] for s in seeds])
             for k, v in t.items():
                 if k != "n":
@@ -223,26 +233,37 @@ def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> p
     return pd.DataFrame(rows)
 
 
+def comparison_cells(df: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
+    """The paired comparison as an explanatory sentence, a header and rows of formatted cells."""
+    ref = df["reference"].iloc[0]
+    has_stt = "stt_mean_diff" in df
+    keys = [("auc", "Δ AUC"), ("best", "Δ best")] + ([("stt", "Δ steps to threshold")] if has_stt else [])
+    head = ["setting", "paired seeds"]
+    for key, title in keys:
+        head += [f"{title} (95% CI)", f"p ({key})"]
+    intro = (f"Paired by seed against `{ref}`: Δ = setting - {ref}; 95% CI by bootstrap over seeds "
+             f"(10,000 resamples); p = exact two-sided sign-flip permutation test (with n seeds the "
+             f"smallest possible p is 2/2^n). Seeds that never reach the threshold count as one step "
+             f"past the end.")
+    rows = []
+    for _, r in df.iterrows():
+        cells = [str(r["setting"]), str(r["paired_seeds"])]
+        for key, _ in keys:
+            if f"{key}_mean_diff" not in r:
+                cells += ["-", "-"]
+                continue
+            cells += [f"{_fmt(r[f'{key}_mean_diff'])} ({_fmt(r[f'{key}_ci_low'])}, {_fmt(r[f'{key}_ci_high'])})",
+                      _fmt(r[f"{key}_p_value"])]
+        rows.append(cells)
+    return intro, head, rows
+
+
 def comparison_markdown(df: pd.DataFrame, spec: dict) -> str:
     if df.empty:
         return ""
-    ref = df["reference"].iloc[0]
-    has_stt = "stt_mean_diff" in df
-    head = ["setting", "paired seeds", "Δ AUC (95% CI)", "p (AUC)"]
-    if has_stt:
-        head += ["Δ steps to threshold (95% CI)", "p (steps)"]
-    lines = [f"Paired by seed against `{ref}`: Δ = setting - {ref}; 95% CI by bootstrap over seeds "
-             f"(10,000 resamples); p = exact two-sided sign-flip permutation test. Seeds that never "
-             f"reach the threshold count as one step past the end.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in df.iterrows():
-        cells = [r["setting"], str(r["paired_seeds"]),
-                 f"{_fmt(r['auc_mean_diff'])} ({_fmt(r['auc_ci_low'])}, {_fmt(r['auc_ci_high'])})",
-                 _fmt(r["auc_p_value"])]
-        if has_stt:
-            cells += [f"{_fmt(r['stt_mean_diff'])} ({_fmt(r['stt_ci_low'])}, {_fmt(r['stt_ci_high'])})",
-                      _fmt(r["stt_p_value"])]
-        lines.append("| " + " | ".join(cells) + " |")
+    intro, head, rows = comparison_cells(df)
+    lines = [intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

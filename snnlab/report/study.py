@@ -1,0 +1,410 @@
+"""The combined report of a study (``snnlab study`` / ``snnlab report STUDY_DIR``).
+
+Reads the study folder (``snnlab_study.yaml``, ``gradients/``, the two sweep folders) and writes
+into ``<study>/report/``:
+
+    report.html / report.md   one page: run facts, the paper's claims judged, every table and figure
+    claims.csv                claim, paper, this run (numbers), verdict
+    summary.csv               the per-setting table of both sweeps
+    comparison.csv            the paired comparisons against k_ref of both sweeps
+    gradients.png             the gradient analysis (magnitude and cosine per layer and k)
+    curves.png, bars.png, slopes.png   learning curves, steps/best bars, slope traces
+    sl_vs_rl.png              Δ AUC against k_ref, in % of k_ref's AUC, supervised next to RL
+    rates.png                 spike rate per layer and setting (a silent layer shows as ~0)
+    cosine.png                gradient cosine to k_ref per layer, from the diagnostics trials
+
+How the claims are judged is spelled out in :func:`judge_claims` and docs/results.md.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..config import ConfigError
+from ..sweep.summary import comparison_cells, compare_to_reference, table_cells, table_note
+from .build import CSS, SweepData, _img, _plt, _save, load_sweep_dir, plot_bars, plot_curves, plot_slopes
+
+WORLD_TITLE = {"supervised": "Supervised", "rl": "Reinforcement learning"}
+RATE_KEY = {"supervised": "val_spike_rate/layer", "rl": "spike_rate/layer"}
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+# --- figures -----------------------------------------------------------------------------
+def _ref_auc(sd: SweepData, ref: str) -> float:
+    row = sd.table[sd.table["setting"] == ref]
+    return float(row["auc_mean"].iloc[0]) if len(row) else math.nan
+
+
+def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], path: Path) -> Path | None:
+    """Δ AUC against the reference in % of the reference's AUC, with the bootstrap CI."""
+    usable = [(w, sd) for w, sd in worlds.items() if not cmps[w].empty]
+    if not usable:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(usable), figsize=(6 * len(usable), 4), squeeze=False)
+    for ax, (w, sd) in zip(axes[0], usable):
+        cmp = cmps[w]
+        ref = cmp["reference"].iloc[0]
+        scale = 100.0 / abs(_ref_auc(sd, ref))
+        y = np.arange(len(cmp))
+        m = cmp["auc_mean_diff"].to_numpy() * scale
+        lo, hi = cmp["auc_ci_low"].to_numpy() * scale, cmp["auc_ci_high"].to_numpy() * scale
+        colors = ["C2" if lo_ > 0 else "C3" if hi_ < 0 else "C7" for lo_, hi_ in zip(lo, hi)]
+        ax.barh(y, m, xerr=[m - lo, hi - m], color=colors, capsize=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, cmp["setting"], fontsize=8)
+        ax.invert_yaxis()
+        ax.set(title=f"{WORLD_TITLE.get(w, w)}: Δ AUC vs {ref} (% of its AUC, 95% CI)",
+               xlabel="% change of the area under the learning curve")
+        ax.grid(alpha=0.3, axis="x")
+    return _save(plt, fig, path)
+
+
+def _layer_series(sd: SweepData, prefix: str, suffix: str = "") -> dict[str, dict[int, list[float]]]:
+    """setting -> layer -> per-trial mean over steps of ``<prefix><i><suffix>``."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    out: dict[str, dict[int, list[float]]] = {}
+    for c in sd.curves:
+        for key, vals in c.extra.items():
+            m = pat.match(key)
+            if m and np.isfinite(vals).any():
+                out.setdefault(c.setting, {}).setdefault(int(m.group(1)), []).append(float(np.nanmean(vals)))
+    return out
+
+
+def _settings_order(sd: SweepData, present) -> list[str]:
+    return [s["label"] for s in sd.spec["settings"] if s["label"] in present]
+
+
+def plot_layers(worlds: dict[str, SweepData], prefix_of, suffix: str, ylabel: str, title: str,
+                path: Path, ylim=None) -> Path | None:
+    data = {w: _layer_series(sd, prefix_of(w), suffix) for w, sd in worlds.items()}
+    data = {w: d for w, d in data.items() if d}
+    if not data:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4), squeeze=False)
+    for ax, (w, d) in zip(axes[0], data.items()):
+        for setting in _settings_order(worlds[w], d):
+            layers = sorted(d[setting])
+            ax.plot(layers, [np.mean(d[setting][i]) for i in layers], marker="o",
+                    label=f"{setting} (n={len(d[setting][layers[0]])})")
+        ax.set(title=f"{WORLD_TITLE.get(w, w)}: {title}", xlabel="layer (0 = first)", ylabel=ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def layer_table(worlds: dict[str, SweepData], prefix_of, suffix: str) -> pd.DataFrame:
+    rows = []
+    for w, sd in worlds.items():
+        d = _layer_series(sd, prefix_of(w), suffix)
+        for setting in _settings_order(sd, d):
+            row = {"world": w, "setting": setting, "trials": len(next(iter(d[setting].values())))}
+            for i in sorted(d[setting]):
+                row[f"layer{i}"] = float(np.mean(d[setting][i]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- the paper's claims ----------------------------------------------------------------------
+def _sig(r: pd.Series, key: str, alpha: float) -> str:
+    """'+' / '-' when the paired CI excludes 0 and p < alpha, else '0'."""
+    lo, hi, p = r[f"{key}_ci_low"], r[f"{key}_ci_high"], r[f"{key}_p_value"]
+    if p < alpha and lo > 0:
+        return "+"
+    if p < alpha and hi < 0:
+        return "-"
+    return "0"
+
+
+def _direction_verdict(signs: list[str], good: str) -> str:
+    if not signs:
+        return "not run"
+    bad = "-" if good == "+" else "+"
+    if any(s == bad for s in signs):
+        return "disagrees"
+    if all(s == good for s in signs):
+        return "agrees"
+    return "partly agrees" if any(s == good for s in signs) else "inconclusive"
+
+
+def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame],
+                 rules: dict[str, Any]) -> pd.DataFrame:
+    """Each of the paper's Part-1 claims, this run's numbers, and a verdict by fixed rules.
+
+    - Supervised, "no clear preference": *agrees* if every setting's mean paired Δ final score
+      against k_ref is within ``sl_tolerance``; *disagrees* if some setting differs by more than
+      that with a 95% CI excluding 0 and p < alpha; otherwise *inconclusive*.
+    - RL, "shallow (fixed k <= shallow_k) and scheduled slopes learn faster" (Δ AUC; Δ steps to
+      threshold) and "reach higher returns" (Δ best): per setting '+' / '-' when the CI excludes 0
+      and p < alpha; *agrees* if all are better, *partly agrees* if some are and none worse,
+      *disagrees* if any is worse, *inconclusive* if none differs.
+    - "The slope matters more in RL than in supervised learning": *agrees* if the largest
+      |Δ AUC| (in % of k_ref's AUC) is larger in RL and some RL setting differs significantly
+      while no supervised one does; *disagrees* if the supervised world shows the larger and
+      significant effect; otherwise *inconclusive*.
+    - Gradients, "shallow slopes carry much larger gradients into early layers": ratio of the
+      first layer's mean |gradient| at the smallest k to k_ref's: *agrees* if >= 10, *disagrees*
+      if <= 1. "Direction decorrelates with depth, approaching 0 at the smallest k in the first
+      layer": *agrees* if the smallest k's cosine does not rise going from the readout to the
+      first layer (tolerance 0.05) and ends below ``cosine_floor``; *disagrees* if it rises or
+      stays >= 0.5; otherwise *inconclusive*.
+    """
+    alpha, tol = float(rules.get("alpha", 0.05)), float(rules.get("sl_tolerance", 0.02))
+    shallow, floor = float(rules.get("shallow_k", 2.0)), float(rules.get("cosine_floor", 0.2))
+    rows = []
+
+    def add(claim, paper, this_run, verdict):
+        rows.append({"claim": claim, "paper": paper, "this run": this_run, "verdict": verdict})
+
+    sl = cmps.get("supervised")
+    if sl is not None and not sl.empty:
+        ref = sl["reference"].iloc[0]
+        worst = sl.iloc[int(np.argmax(np.abs(sl["final_mean_diff"].to_numpy())))]
+        sig = [(r["setting"], r["final_mean_diff"]) for _, r in sl.iterrows()
+               if abs(r["final_mean_diff"]) >= tol and _sig(r, "final", alpha) != "0"]
+        means = worlds["supervised"].table.set_index("setting")["final_mean"]
+        if (np.abs(sl["final_mean_diff"]) < tol).all():
+            verdict = "agrees"
+        elif sig:
+            verdict = "disagrees"
+        else:
+            verdict = "inconclusive"
+        add("Supervised: final performance about the same for every slope setting",
+            "no clear preference; only training dynamics differ",
+            f"final score {means.min():.4g}-{means.max():.4g} across settings; largest |Δ final| vs "
+            f"{ref}: {worst['final_mean_diff']:+.4g} ({worst['setting']}, 95% CI "
+            f"{worst['final_ci_low']:+.3g} to {worst['final_ci_high']:+.3g}, p={worst['final_p_value']:.3g}); "
+            f"tolerance ±{tol:g}" + (f"; significant beyond it: {', '.join(s for s, _ in sig)}" if sig else ""),
+            verdict)
+    rl = cmps.get("rl")
+    if rl is not None and not rl.empty:
+        ref = rl["reference"].iloc[0]
+        kinds = {s["label"]: s["slope"] for s in worlds["rl"].spec["settings"]}
+        cand = rl[[kinds.get(s, {}).get("kind") != "fixed" or kinds[s]["k"] <= shallow for s in rl["setting"]]]
+        for key, claim, paper, good in (
+                ("auc", "RL: shallow and scheduled slopes learn faster than steep fixed slopes (AUC)",
+                 "shallow/scheduled learn faster (3-4x fewer epochs to return 100)", "+"),
+                ("stt", "RL: shallow and scheduled slopes reach the threshold in fewer steps",
+                 "3-4x fewer epochs to reach the threshold", "-"),
+                ("best", "RL: shallow and scheduled slopes reach higher returns",
+                 "about 2x better best return than k=50/100", "+")):
+            if f"{key}_mean_diff" not in cand:
+                continue
+            signs = [_sig(r, key, alpha) for _, r in cand.iterrows()]
+            parts = [f"{r['setting']} {r[f'{key}_mean_diff']:+.3g} [{r[f'{key}_ci_low']:+.3g}, "
+                     f"{r[f'{key}_ci_high']:+.3g}] p={r[f'{key}_p_value']:.3g}" for _, r in cand.iterrows()]
+            add(claim, paper, f"Δ vs {ref} (95% CI, p): " + "; ".join(parts),
+                _direction_verdict(signs, good))
+    if sl is not None and rl is not None and not sl.empty and not rl.empty:
+        def rel(world, df):
+            scale = 100.0 / abs(_ref_auc(worlds[world], df["reference"].iloc[0]))
+            i = int(np.argmax(np.abs(df["auc_mean_diff"].to_numpy())))
+            return abs(df["auc_mean_diff"].iloc[i]) * scale, df["setting"].iloc[i], any(
+                _sig(r, "auc", alpha) != "0" for _, r in df.iterrows())
+
+        (sl_rel, sl_set, sl_sig), (rl_rel, rl_set, rl_sig) = rel("supervised", sl), rel("rl", rl)
+        if rl_rel > sl_rel and rl_sig and not sl_sig:
+            verdict = "agrees"
+        elif sl_rel > rl_rel and sl_sig:
+            verdict = "disagrees"
+        else:
+            verdict = "inconclusive"
+        add("The slope matters more in RL than in supervised learning",
+            "supervised barely cares about k; online RL strongly prefers shallow or scheduled slopes",
+            f"largest |Δ AUC| vs k_ref: supervised {sl_rel:.2f}% ({sl_set}, "
+            f"{'significant' if sl_sig else 'none significant'}), RL {rl_rel:.1f}% ({rl_set}, "
+            f"{'some significant' if rl_sig else 'none significant'})", verdict)
+    if grad is not None and not grad.empty:
+        ks = sorted(grad["k"].unique())
+        k_min, k_ref = ks[0], float(rules.get("k_ref", ks[-1]))
+        g_min = grad[grad["k"] == k_min].sort_values("layer")
+        g_ref = grad[grad["k"] == k_ref].sort_values("layer")
+        ratio = float(g_min["magnitude"].iloc[0] / g_ref["magnitude"].iloc[0])
+        add(f"Gradients: shallow slopes carry much larger gradients into early layers",
+            "orders of magnitude larger in the first layers",
+            f"first-layer mean |gradient| k={k_min:g} / k={k_ref:g} = {ratio:.3g}",
+            "agrees" if ratio >= 10 else "disagrees" if ratio <= 1 else "inconclusive")
+        cos = g_min["cosine"].to_numpy()
+        rises = any(cos[i] > cos[i + 1] + 0.05 for i in range(len(cos) - 1))  # towards the input
+        verdict = ("agrees" if not rises and cos[0] < floor else
+                   "disagrees" if rises or cos[0] >= 0.5 else "inconclusive")
+        add(f"Gradients: at shallow slopes the direction decorrelates from k={k_ref:g} with depth",
+            "cosine falls towards the input, approaching 0 at k=1 in the first layer",
+            f"cosine at k={k_min:g}, layer 0 -> readout: " + ", ".join(f"{c:.2f}" for c in cos),
+            verdict)
+    return pd.DataFrame(rows, columns=["claim", "paper", "this run", "verdict"])
+
+
+# --- the page ------------------------------------------------------------------------------
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    def cells(r):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
+
+    return "\n".join([cells(head), "|" + "---|" * len(head)] + [cells(r) for r in rows]) + "\n"
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _df_cells(df: pd.DataFrame, digits: int = 3) -> tuple[list[str], list[list[str]]]:
+    return list(df.columns), [[_f(v, digits) if isinstance(v, float) else str(v) for v in r]
+                              for r in df.itertuples(index=False)]
+
+
+class _Page:
+    """Markdown and HTML written side by side from the same pieces."""
+
+    def __init__(self, title: str) -> None:
+        self.md = [f"# {title}", ""]
+        self.html = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                     f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+
+    def h2(self, text: str) -> None:
+        self.md += [f"## {text}", ""]
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+
+    def p(self, text: str) -> None:
+        self.md += [text, ""]
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, head, rows, note: str = "") -> None:
+        self.md += [_md_table(head, rows)] + ([note, ""] if note else [])
+        self.html.append(_html_table(head, rows) + (f"<p class='note'>{html.escape(note)}</p>" if note else ""))
+
+    def fig(self, path: Path | None, caption: str) -> None:
+        if path is None:
+            return
+        self.md += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
+        self.html.append(_img(path, caption))
+
+    def write(self, out: Path) -> tuple[Path, Path]:
+        (out / "report.md").write_text("\n".join(self.md))
+        (out / "report.html").write_text("\n".join(self.html + ["</body></html>"]))
+        return out / "report.md", out / "report.html"
+
+
+def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    from ..study import STUDY_FILE
+
+    root = Path(root)
+    rec_path = root / STUDY_FILE
+    if not rec_path.is_file():
+        raise ConfigError(f"{root}: no snnlab study here (missing {STUDY_FILE})")
+    record = yaml.safe_load(rec_path.read_text())
+    out = Path(out) if out else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    name = record["name"]
+    grad = None
+    if (root / "gradients" / "gradients_summary.csv").is_file():
+        grad = pd.read_csv(root / "gradients" / "gradients_summary.csv")
+    worlds: dict[str, SweepData] = {}
+    for w in ("supervised", "rl"):
+        d = root / f"{name}_{w}"
+        if (d / "snnlab_sweep.yaml").is_file():
+            try:
+                worlds[w] = load_sweep_dir(d)
+            except ConfigError:  # no trial results yet: the report says so below
+                pass
+    cmps = {w: compare_to_reference(sd.path) for w, sd in worlds.items()}
+    rules = dict(record.get("claims", {}))
+    if grad is not None:
+        rules["k_ref"] = record.get("spec", {}).get("gradients", {}).get("k_ref", 100.0) or 100.0
+    claims = judge_claims(grad, worlds, cmps, rules)
+    files: dict[str, Path] = {}
+    claims.to_csv(out / "claims.csv", index=False)
+    files["claims"] = out / "claims.csv"
+    if worlds:
+        pd.concat([sd.table.assign(world=w) for w, sd in worlds.items()], ignore_index=True).to_csv(
+            out / "summary.csv", index=False)
+        files["summary"] = out / "summary.csv"
+        cmp_all = [c.assign(world=w) for w, c in cmps.items() if not c.empty]
+        if cmp_all:
+            pd.concat(cmp_all, ignore_index=True).to_csv(out / "comparison.csv", index=False)
+            files["comparison"] = out / "comparison.csv"
+        sds = list(worlds.values())
+        files["curves"] = plot_curves(sds, out / "curves.png")
+        files["bars"] = plot_bars(sds, out / "bars.png")
+        for key, path in (("slopes", plot_slopes(sds, out / "slopes.png")),
+                          ("sl_vs_rl", plot_relative(worlds, cmps, out / "sl_vs_rl.png")),
+                          ("rates", plot_layers(worlds, lambda w: RATE_KEY[w], "", "spike rate",
+                                                "spike rate per layer (mean over training and seeds)",
+                                                out / "rates.png")),
+                          ("cosine", plot_layers(worlds, lambda w: "grad/layer", "/cosine",
+                                                 "cosine to the k_ref gradient",
+                                                 "gradient cosine per layer (diagnostics trials)",
+                                                 out / "cosine.png", ylim=(-0.05, 1.05)))):
+            if path is not None:
+                files[key] = path
+    if grad is not None and (root / "gradients" / "gradients.png").is_file():
+        files["gradients"] = Path(shutil.copy(root / "gradients" / "gradients.png", out / "gradients.png"))
+
+    page = _Page(f"snnlab study {name}")
+    v = record.get("versions", {})
+    stages = record.get("stage_s", {})
+    page.p(f"Command: `{record.get('command', '')}` (budget: {record.get('budget') or 'as written'}); "
+           f"started {record.get('started', '?')}, finished {record.get('finished', 'not yet')}; "
+           f"wall time {record.get('wall_time_s', 0):.0f} s ("
+           + ", ".join(f"{k} {s:.0f} s" for k, s in stages.items()) + f") on {record.get('machine', '?')}. "
+           + "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".")
+    page.h2("The paper's claims and this run")
+    page.table(*_df_cells(claims), note="Verdicts follow fixed rules (snnlab.report.study.judge_claims; "
+               f"alpha {rules.get('alpha', 0.05)}, supervised tolerance ±{rules.get('sl_tolerance', 0.02)}, "
+               f"shallow = fixed k <= {rules.get('shallow_k', 2.0):g} plus every scheduled setting).")
+    if grad is not None:
+        page.h2("Gradient analysis")
+        g = grad.pivot(index="k", columns="layer", values="magnitude")
+        c = grad.pivot(index="k", columns="layer", values="cosine")
+        head = ["k"] + [f"layer {i}" for i in g.columns]
+        rows = [[f"{k:g}"] + [f"{g.loc[k, i]:.2e} / {c.loc[k, i]:.2f}" for i in g.columns] for k in g.index]
+        page.table(head, rows, note="mean |gradient| / cosine to the k_ref gradient; layer 0 = input "
+                   "weights, last = readout.")
+        page.fig(files.get("gradients"), "Gradient magnitude (log) and cosine to the k_ref gradient per layer.")
+    for w, sd in worlds.items():
+        page.h2(f"{WORLD_TITLE[w]}: {sd.name}")
+        head, rows = table_cells(sd.table, sd.spec)
+        page.table(head, rows, note=table_note(sd.spec))
+        if not cmps[w].empty:
+            intro, head, rows = comparison_cells(cmps[w])
+            page.table(head, rows, note=intro)
+    missing = [w for w in ("supervised", "rl") if record.get("spec", {}).get(w) and w not in worlds]
+    for w in missing:
+        page.h2(WORLD_TITLE[w])
+        page.p("No trial results yet.")
+    page.fig(files.get("sl_vs_rl"), "Δ AUC against k_ref in % of its AUC (green: CI above 0, red: "
+             "below, grey: crosses 0) - supervised next to RL.")
+    page.fig(files.get("curves"), "Learning curves per setting: mean over seeds, band = ±1 std.")
+    page.fig(files.get("bars"), "Steps to threshold and best score per setting (mean ± std).")
+    page.fig(files.get("slopes"), "Slope k over training for scheduled settings (one line per seed).")
+    if "rates" in files:
+        page.h2("Why: spike rates and gradient directions")
+        rates = layer_table(worlds, lambda w: RATE_KEY[w], "")
+        page.table(*_df_cells(rates), note="Spike rate per layer, mean over training steps and trials "
+                   "(supervised: validation batches; RL: the learner's minibatch).")
+        page.fig(files["rates"], "Spike rate per layer and setting.")
+    if "cosine" in files:
+        cos = layer_table(worlds, lambda w: "grad/layer", "/cosine")
+        page.table(*_df_cells(cos), note="Cosine of each layer's weight gradient to the k_ref gradient "
+                   "on the same batch, mean over probes and diagnostics trials.")
+        page.fig(files["cosine"], "Gradient cosine to k_ref per layer during training.")
+    files["markdown"], files["html"] = page.write(out)
+    return files

@@ -1,0 +1,210 @@
+"""Studies: the study file, the claim rules, and sweeps/paper_part1.yaml end to end at --budget smoke."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from snnlab.cli import main
+from snnlab.config import ConfigError
+from snnlab.report.study import judge_claims
+from snnlab.study import load_study, run_study
+
+from .helpers import CONFIGS, REPO, write_yaml
+
+STUDY = REPO / "sweeps" / "paper_part1.yaml"
+
+
+def _study_text(**sections) -> str:
+    base = {"kind": "study", "name": "s",
+            "supervised": {"base": str(CONFIGS / "sl_digits.yaml"), "settings": [{"k": 2}, {"k": 100}],
+                           "seeds": [0, 1]}}
+    base.update(sections)
+    return yaml.safe_dump(base)
+
+
+# --- the study file ---------------------------------------------------------------------------
+def test_paper_part1_budgets_scale_the_same_grid():
+    sizes = {}
+    for budget in ("smoke", "laptop", "paper"):
+        st = load_study(STUDY, budget)
+        assert set(st.sweeps) == {"supervised", "rl"} and st.gradients is not None
+        sizes[budget] = {w: len(s.trials()) for w, s in st.sweeps.items()}
+        for s in st.sweeps.values():  # the paper's grid in every budget
+            labels = [x["label"] for x in s.spec.settings]
+            assert labels == [f"fixed-k{k}" for k in (1, 2, 10, 25, 50, 100)] + ["interval", "adaptive"]
+            assert set(s.spec.diagnostics.seeds) < set(s.spec.seeds)  # diagnostics on a subset
+            assert min(s.spec.seeds) == 0 and 100 not in s.spec.seeds  # never the tuning seeds
+    assert sizes["smoke"] == {"supervised": 16, "rl": 16}
+    assert sizes["laptop"] == {"supervised": 48, "rl": 48}  # >= 5 seeds
+    assert sizes["paper"]["rl"] == 80
+    laptop = load_study(STUDY, "laptop")
+    assert laptop.sweeps["rl"].base["stop"]["iterations"] == 16
+    assert load_study(STUDY, "smoke").sweeps["rl"].base["stop"]["iterations"] == 2
+    # `set` merges: the smoke budget keeps the study's stop.target_return override
+    assert load_study(STUDY, "smoke").sweeps["rl"].base["stop"]["target_return"] is None
+
+
+@pytest.mark.parametrize("sections, budget, message", [
+    ({}, "huge", "--budget 'huge' is not defined; allowed: none"),
+    ({"budgets": {"smoke": {"rl": {"seeds": [0]}}}}, None, "budgets.smoke.rl: the study has no `rl` section"),
+    ({"budgets": {"smoke": {"gpu": {}}}}, None, "budgets.smoke.gpu: unknown section"),
+    ({"rl": {"base": str(CONFIGS / "sl_digits.yaml"), "settings": [{"k": 2}]}}, None,
+     "rl.base: is a 'supervised' experiment"),
+    ({"rl": {"name": "x", "base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}]}}, None,
+     "rl.name: not allowed in a study section"),
+    ({"rl": {"base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}], "seeds": [0, 0]}}, None,
+     "rl.seeds: repeated seed"),
+    ({"rl": {"base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}], "seeds": [0, 1],
+             "diagnostics": {"seeds": [7], "every": 2}}}, None, "rl.diagnostics.seeds: [7] not among"),
+    ({"gradients": {"samples": 0}}, None, "gradients: samples"),
+])
+def test_bad_study_files_fail_in_one_line(tmp_path, sections, budget, message):
+    path = write_yaml(tmp_path / "s.yaml", _study_text(**sections))
+    with pytest.raises(ConfigError) as e:
+        load_study(path, budget)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_study_cli_rejects_a_sweep_file(capsys):
+    assert main(["study", str(CONFIGS / "rl_fixed_grid.yaml")]) == 2
+    assert "needs `kind: study`" in capsys.readouterr().err
+
+
+# --- the claim rules --------------------------------------------------------------------------
+def _cmp(rows):
+    out = []
+    for setting, d in rows.items():
+        r = {"setting": setting, "reference": "fixed-k100", "paired_seeds": 6}
+        for key, (m, lo, hi, p) in d.items():
+            r.update({f"{key}_mean_diff": m, f"{key}_ci_low": lo, f"{key}_ci_high": hi, f"{key}_p_value": p})
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+class _SD:
+    def __init__(self, settings, auc_ref, finals):
+        self.spec = {"settings": [{"label": s, "slope": k} for s, k in settings.items()]}
+        self.table = pd.DataFrame({"setting": list(finals), "auc_mean": [auc_ref] * len(finals),
+                                   "final_mean": list(finals.values())})
+
+
+def _grad(cos_k1, ratio):
+    rows = []
+    for layer, c in enumerate(cos_k1):
+        rows.append({"k": 1.0, "layer": layer, "magnitude": ratio if layer == 0 else 1.0, "cosine": c})
+        rows.append({"k": 100.0, "layer": layer, "magnitude": 1.0, "cosine": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_claim_rules_agree_disagree_and_inconclusive():
+    fixed = {"fixed-k1": {"kind": "fixed", "k": 1}, "fixed-k50": {"kind": "fixed", "k": 50},
+             "interval": {"kind": "interval"}, "fixed-k100": {"kind": "fixed", "k": 100}}
+    worlds = {"supervised": _SD(fixed, 0.9, {"fixed-k1": 0.95, "fixed-k50": 0.96, "fixed-k100": 0.955}),
+              "rl": _SD(fixed, 100.0, {"fixed-k1": 200, "fixed-k50": 150, "fixed-k100": 120})}
+    sig_up, flat, sig_down = (20.0, 5.0, 35.0, 0.03), (1.0, -3.0, 4.0, 0.6), (-20.0, -35.0, -5.0, 0.03)
+    sl = _cmp({s: {"auc": (0.001, -0.01, 0.01, 0.7), "final": (0.005, -0.01, 0.02, 0.5)}
+               for s in ("fixed-k1", "fixed-k50", "interval")})
+    rl = _cmp({"fixed-k1": {"auc": sig_up, "best": sig_up, "stt": (-5.0, -8.0, -2.0, 0.03)},
+               "fixed-k50": {"auc": sig_down, "best": flat, "stt": flat},  # not a 'shallow' setting
+               "interval": {"auc": sig_up, "best": flat, "stt": (-5.0, -8.0, -2.0, 0.03)}})
+    rules = {"alpha": 0.05, "sl_tolerance": 0.02, "shallow_k": 2, "cosine_floor": 0.2, "k_ref": 100.0}
+    c = judge_claims(_grad([0.05, 0.1, 0.3, 1.0], 1e4), worlds, {"supervised": sl, "rl": rl}, rules)
+    # order: supervised; RL AUC, steps, best; RL vs supervised; gradient magnitude, direction
+    assert c["claim"].str.split(":").str[0].tolist() == [
+        "Supervised", "RL", "RL", "RL", "The slope matters more in RL than in supervised learning",
+        "Gradients", "Gradients"]
+    assert list(c["verdict"]) == ["agrees", "agrees", "agrees", "partly agrees", "agrees", "agrees", "agrees"]
+    assert "fixed-k50" not in c.iloc[1]["this run"]  # k=50 is not a shallow setting
+    # the opposite story: a significant supervised gap, RL worse for a shallow slope, cosine flat
+    sl2 = sl.copy()
+    sl2.loc[0, ["final_mean_diff", "final_ci_low", "final_ci_high", "final_p_value"]] = [0.05, 0.03, 0.07, 0.03]
+    sl2.loc[0, ["auc_mean_diff", "auc_ci_low", "auc_ci_high", "auc_p_value"]] = [0.3, 0.2, 0.4, 0.03]
+    rl2 = rl.copy()
+    rl2.loc[0, ["auc_mean_diff", "auc_ci_low", "auc_ci_high", "auc_p_value"]] = sig_down
+    c2 = judge_claims(_grad([0.9, 0.95, 0.97, 1.0], 0.5), worlds, {"supervised": sl2, "rl": rl2}, rules)
+    verdicts = list(c2["verdict"])
+    assert verdicts[0] == "disagrees" and verdicts[1] == "disagrees"
+    assert c2.iloc[4]["verdict"] == "disagrees" and "supervised 33.33%" in c2.iloc[4]["this run"]
+    assert verdicts[-2:] == ["disagrees", "disagrees"]
+    # nothing significant anywhere: inconclusive, not a verdict either way
+    rl3 = _cmp({s: {"auc": flat, "best": flat, "stt": flat} for s in ("fixed-k1", "interval")})
+    c3 = judge_claims(None, worlds, {"rl": rl3}, rules)
+    assert set(c3["verdict"]) == {"inconclusive"} and len(c3) == 3
+
+
+# --- end to end -------------------------------------------------------------------------------
+PROMISED = ["report.html", "report.md", "claims.csv", "summary.csv", "comparison.csv", "gradients.png",
+            "curves.png", "bars.png", "slopes.png", "sl_vs_rl.png", "rates.png", "cosine.png"]
+
+
+@pytest.fixture(scope="module")
+def smoke_study(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("study")
+    study = load_study(STUDY, "smoke")
+    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None)
+    return out, storage / "paper_part1"
+
+
+def test_paper_part1_smoke_writes_every_promised_file(smoke_study):
+    out, root = smoke_study
+    assert out.errors == []
+    for name in PROMISED:
+        assert (root / "report" / name).is_file(), name
+    rec = yaml.safe_load((root / "snnlab_study.yaml").read_text())
+    assert rec["budget"] == "smoke" and rec["versions"]["torch"] and rec["finished"]
+    assert set(rec["stage_s"]) == {"gradients", "supervised", "rl"}
+    summary = pd.read_csv(root / "report" / "summary.csv")
+    assert sorted(summary["world"].unique()) == ["rl", "supervised"]
+    assert (summary.groupby("world").size() == 8).all() and (summary["seeds_finished"] == 2).all()
+    claims = pd.read_csv(root / "report" / "claims.csv")
+    assert len(claims) == 7
+    assert set(claims["verdict"]) <= {"agrees", "partly agrees", "disagrees", "inconclusive"}
+    # the gradient claims are judged from this run's own analysis (8 samples, 1 network)
+    grads = pd.read_csv(root / "gradients" / "gradients_summary.csv")
+    assert len(grads) == 5 * 5
+    html = (root / "report" / "report.html").read_text()
+    assert html.count("<img") == 8 and 'src="data:image/png;base64,' in html and "http" not in html
+    md = (root / "report" / "report.md").read_text()
+    for name in PROMISED:
+        if name.endswith(".png"):
+            assert f"({name})" in md
+    # every markdown table row has as many cells as its header
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(widths) == 1, block
+
+
+def test_smoke_study_logs_rates_everywhere_and_gradients_for_the_subset(smoke_study):
+    _, root = smoke_study
+    for world, rate_key, layers in (("supervised", "val_spike_rate/layer", 2), ("rl", "spike_rate/layer", 3)):
+        for trial in (root / f"paper_part1_{world}").glob("*/result.json"):
+            rows = [json.loads(line) for line in trial.read_text().splitlines() if line.strip()]
+            keys = set().union(*rows)
+            assert {f"{rate_key}{i}" for i in range(layers)} <= keys, trial
+            has_grad = any(k.startswith("grad/layer") for k in keys)
+            assert has_grad == trial.parent.name.endswith("_seed0"), trial  # diagnostics: seed 0 only
+    why = (root / "report" / "report.md").read_text().split("## Why: spike rates")[1]
+    rows = [line for line in why.splitlines() if line.startswith("| supervised") or line.startswith("| rl")]
+    assert len(rows) == 2 * 8 + 2 * 8  # spike-rate table and cosine table, 8 settings per world
+
+
+def test_study_refuses_to_overwrite_resumes_and_rebuilds_the_report(smoke_study, capsys):
+    out, root = smoke_study
+    study = load_study(STUDY, "smoke")
+    with pytest.raises(ConfigError, match="already holds this study's results; continue it with --resume"):
+        run_study(study, storage=str(root.parent), wandb_mode="off", verbose=0, log=lambda m: None)
+    before = {p: p.read_text() for p in root.glob("*/*/result.json")}
+    again = run_study(study, storage=str(root.parent), wandb_mode="off", resume=True, verbose=0,
+                      log=lambda m: None)
+    assert again.errors == [] and "gradients" in again.stage_s
+    assert {p: p.read_text() for p in root.glob("*/*/result.json")} == before  # nothing re-ran
+    (root / "report" / "report.html").unlink()
+    assert main(["report", str(root)]) == 0
+    assert (root / "report" / "report.html").is_file() and "claims" in capsys.readouterr().out
+    assert main(["report", str(root), str(root / "paper_part1_rl")]) == 2
+    assert "is a study folder; give it alone" in capsys.readouterr().err
