@@ -45,8 +45,10 @@ class ModelConfig(Strict):
     neuron: NeuronConfig = Field(default_factory=NeuronConfig)
     weight_init: Literal["threshold_scaled", "torch_default"] = "threshold_scaled"
     init_gain: float = Field(2.0, gt=0.0)
-    backend: Literal["fused", "eager"] = Field(
-        "fused", description="fused: hand-written backward over time (fast); eager: plain autograd")
+    backend: Literal["fused", "compiled", "eager"] = Field(
+        "fused", description="fused: hand-written backward over time (fast); compiled: the same "
+        "with both time loops built by torch.compile (fastest after a one-off compile; falls back "
+        "to fused with a warning where compiling fails); eager: plain autograd (the reference)")
 
     @field_validator("surrogate")
     @classmethod

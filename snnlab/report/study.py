@@ -47,8 +47,10 @@ def _ref_auc(sd: SweepData, ref: str) -> float:
     return float(row["auc_mean"].iloc[0]) if len(row) else math.nan
 
 
-def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], path: Path) -> Path | None:
-    """Δ AUC against the reference in % of the reference's AUC, with the bootstrap CI."""
+def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], path: Path,
+                  alpha: float = 0.05) -> Path | None:
+    """Δ AUC against the reference in % of the reference's AUC, with the bootstrap CI; green / red
+    when the difference is significant (CI excludes 0 and p < alpha), grey otherwise."""
     usable = [(w, sd) for w, sd in worlds.items() if not cmps[w].empty]
     if not usable:
         return None
@@ -61,7 +63,7 @@ def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], p
         y = np.arange(len(cmp))
         m = cmp["auc_mean_diff"].to_numpy() * scale
         lo, hi = cmp["auc_ci_low"].to_numpy() * scale, cmp["auc_ci_high"].to_numpy() * scale
-        colors = ["C2" if lo_ > 0 else "C3" if hi_ < 0 else "C7" for lo_, hi_ in zip(lo, hi)]
+        colors = [{"+": "C2", "-": "C3", "0": "C7"}[_sig(r, "auc", alpha)] for _, r in cmp.iterrows()]
         ax.barh(y, m, xerr=[m - lo, hi - m], color=colors, capsize=3)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, cmp["setting"], fontsize=8)
@@ -89,7 +91,7 @@ def _settings_order(sd: SweepData, present) -> list[str]:
 
 
 def plot_layers(worlds: dict[str, SweepData], prefix_of, suffix: str, ylabel: str, title: str,
-                path: Path, ylim=None) -> Path | None:
+                path: Path, ylim=None, xlabel: str = "LIF layer (0 = first)") -> Path | None:
     data = {w: _layer_series(sd, prefix_of(w), suffix) for w, sd in worlds.items()}
     data = {w: d for w, d in data.items() if d}
     if not data:
@@ -101,7 +103,7 @@ def plot_layers(worlds: dict[str, SweepData], prefix_of, suffix: str, ylabel: st
             layers = sorted(d[setting])
             ax.plot(layers, [np.mean(d[setting][i]) for i in layers], marker="o",
                     label=f"{setting} (n={len(d[setting][layers[0]])})")
-        ax.set(title=f"{WORLD_TITLE.get(w, w)}: {title}", xlabel="layer (0 = first)", ylabel=ylabel)
+        ax.set(title=f"{WORLD_TITLE.get(w, w)}: {title}", xlabel=xlabel, ylabel=ylabel)
         if ylim:
             ax.set_ylim(*ylim)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -345,14 +347,16 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
         files["curves"] = plot_curves(sds, out / "curves.png")
         files["bars"] = plot_bars(sds, out / "bars.png")
         for key, path in (("slopes", plot_slopes(sds, out / "slopes.png")),
-                          ("sl_vs_rl", plot_relative(worlds, cmps, out / "sl_vs_rl.png")),
+                          ("sl_vs_rl", plot_relative(worlds, cmps, out / "sl_vs_rl.png",
+                                                    float(rules.get("alpha", 0.05)))),
                           ("rates", plot_layers(worlds, lambda w: RATE_KEY[w], "", "spike rate",
-                                                "spike rate per layer (mean over training and seeds)",
+                                                "spike rate per layer",
                                                 out / "rates.png")),
                           ("cosine", plot_layers(worlds, lambda w: "grad/layer", "/cosine",
                                                  "cosine to the k_ref gradient",
-                                                 "gradient cosine per layer (diagnostics trials)",
-                                                 out / "cosine.png", ylim=(-0.05, 1.05)))):
+                                                 "gradient cosine to k_ref per layer",
+                                                 out / "cosine.png", ylim=(-0.05, 1.05),
+                                                 xlabel="weight layer (0 = input, last = readout)"))):
             if path is not None:
                 files[key] = path
     if grad is not None and (root / "gradients" / "gradients.png").is_file():
@@ -390,8 +394,9 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
     for w in missing:
         page.h2(WORLD_TITLE[w])
         page.p("No trial results yet.")
-    page.fig(files.get("sl_vs_rl"), "Δ AUC against k_ref in % of its AUC (green: CI above 0, red: "
-             "below, grey: crosses 0) - supervised next to RL.")
+    page.fig(files.get("sl_vs_rl"), "Δ AUC against k_ref in % of its AUC, 95% bootstrap CI (green: "
+             "significantly above, red: below - CI excludes 0 and p < alpha; grey: not significant) - "
+             "supervised next to RL.")
     page.fig(files.get("curves"), "Learning curves per setting: mean over seeds, band = ±1 std.")
     page.fig(files.get("bars"), "Steps to threshold and best score per setting (mean ± std).")
     page.fig(files.get("slopes"), "Slope k over training for scheduled settings (one line per seed).")
@@ -400,11 +405,12 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
         rates = layer_table(worlds, lambda w: RATE_KEY[w], "")
         page.table(*_df_cells(rates), note="Spike rate per layer, mean over training steps and trials "
                    "(supervised: validation batches; RL: the learner's minibatch).")
-        page.fig(files["rates"], "Spike rate per layer and setting.")
+        page.fig(files["rates"], "Spike rate per layer and setting, mean over training and seeds.")
     if "cosine" in files:
         cos = layer_table(worlds, lambda w: "grad/layer", "/cosine")
         page.table(*_df_cells(cos), note="Cosine of each layer's weight gradient to the k_ref gradient "
                    "on the same batch, mean over probes and diagnostics trials.")
-        page.fig(files["cosine"], "Gradient cosine to k_ref per layer during training.")
+        page.fig(files["cosine"], "Gradient cosine to k_ref per layer during training, mean over "
+                 "probes and the diagnostics trials.")
     files["markdown"], files["html"] = page.write(out)
     return files

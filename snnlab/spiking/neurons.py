@@ -20,11 +20,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .compiled import lif_sequence_compiled
 from .fused import lif_sequence
 from .surrogate import Surrogate
 
 NeuronInit = Literal["constant", "uniform"]
-Backend = Literal["eager", "fused"]
+Backend = Literal["eager", "fused", "compiled"]
+BACKENDS = ("eager", "fused", "compiled")
 
 
 class LIF(nn.Module):
@@ -40,9 +42,11 @@ class LIF(nn.Module):
             values drawn from U(0, 1), as in the paper's reference code).
         surrogate / slope: the spike function's family and initial slope k.
         backend: ``"fused"`` (default: the layer's T steps as one autograd node with a
-            hand-written backward, :mod:`snnlab.spiking.fused`) or ``"eager"`` (the
-            readable reference: plain autograd through every step). Both give identical
-            spikes and the same gradients (tested).
+            hand-written backward, :mod:`snnlab.spiking.fused`), ``"compiled"`` (the same
+            node with both time loops compiled by ``torch.compile``,
+            :mod:`snnlab.spiking.compiled`; falls back to fused with a warning where
+            compiling fails) or ``"eager"`` (the readable reference: plain autograd through
+            every step). All give identical spikes and the same gradients (tested).
     """
 
     def __init__(
@@ -58,8 +62,8 @@ class LIF(nn.Module):
         backend: Backend = "fused",
     ) -> None:
         super().__init__()
-        if backend not in ("eager", "fused"):
-            raise ValueError(f"backend must be 'eager' or 'fused', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.backend = backend
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
@@ -97,9 +101,10 @@ class LIF(nn.Module):
         theta = self.threshold
         if mem is None:
             mem = current.new_zeros(current.shape[1:])
-        if self.backend == "fused":
-            return lif_sequence(current, mem, beta.to(current.dtype), theta.to(current.dtype),
-                                self.spike.slope, self.spike.family)
+        if self.backend != "eager":
+            run = lif_sequence_compiled if self.backend == "compiled" else lif_sequence
+            return run(current, mem, beta.to(current.dtype), theta.to(current.dtype),
+                       self.spike.slope, self.spike.family)
         spk_prev = (mem > theta).to(current.dtype)
         spikes, mems = [], []
         # unbind, not current[t]: indexing a grad-requiring tensor in a loop is O(T^2) in backward
