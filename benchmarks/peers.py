@@ -1,8 +1,12 @@
-"""Train-step speed and activation memory: snnlab (fused, eager) vs snntorch, SpikingJelly,
+"""Train-step speed and activation memory: snnlab (fused, compiled, eager) vs snntorch, SpikingJelly,
 Norse and a ReLU "floor" network with identical Linear layers (issue #6).
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements-peers.txt   # SpikingJelly, Norse
-    .venv/bin/python benchmarks/peers.py [--rounds 9] [--steps 3] [--threads 2]
+    .venv/bin/python benchmarks/peers.py [--rounds 9] [--steps 3] [--threads 2] [--cold]
+
+"first step" is the first train step of each implementation in seconds: for snnlab compiled it
+includes torch.compile's build of the forward and backward loops (cold with ``--cold``: an empty
+Inductor cache; otherwise whatever TORCHINDUCTOR_CACHE_DIR already holds).
 
 Train step = forward over T, cross-entropy on the readout of spike counts, backward, Adam.
 Workloads:
@@ -174,7 +178,8 @@ def make_step(model, w):
 
 
 def builders(w):
-    out = {"snnlab fused": lambda: Snnlab(w, "fused"), "snnlab eager": lambda: Snnlab(w, "eager"),
+    out = {"snnlab fused": lambda: Snnlab(w, "fused"), "snnlab compiled": lambda: Snnlab(w, "compiled"),
+           "snnlab eager": lambda: Snnlab(w, "eager"),
            "snntorch": lambda: Snntorch(w)}
     for name, cls in (("SpikingJelly", SpikingJelly), ("Norse", Norse)):
         try:
@@ -192,7 +197,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workloads", default="AB")
+    ap.add_argument("--cold", action="store_true", help="empty Inductor cache: first step = full compile")
     args = ap.parse_args()
+    if args.cold:
+        import os
+        import tempfile
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; medians of {args.rounds} rounds x "
           f"{args.steps} steps (ms per train step)")
@@ -201,8 +212,11 @@ def main() -> None:
         torch.manual_seed(0)
         impls = {name: make_step(b(), w) for name, b in builders(w).items()}
         times: dict[str, list[float]] = {n: [] for n in impls}
-        for step, _ in impls.values():
+        first: dict[str, float] = {}
+        for name, (step, _) in impls.items():
+            t0 = time.perf_counter()
             step()
+            first[name] = time.perf_counter() - t0
             step()
         for _ in range(args.rounds):
             for name, (step, _) in impls.items():
@@ -213,12 +227,13 @@ def main() -> None:
         med = {n: statistics.median(v) for n, v in times.items()}
         print(f"\nworkload {wname}: {w['n_in']} -> {' x '.join(map(str, w['hidden']))} -> {w['n_out']}, "
               f"T={w['T']}, batch {w['B']}")
-        print(f"{'implementation':14s} {'median':>8s} {'min':>8s} {'max':>8s} {'/snntorch':>10s} "
-              f"{'/floor':>7s} {'saved for backward':>19s}")
+        print(f"{'implementation':16s} {'median':>8s} {'min':>8s} {'max':>8s} {'/snntorch':>10s} "
+              f"{'/floor':>7s} {'saved for backward':>19s} {'first step':>11s}")
         for name, (_, saved) in impls.items():
             m = med[name]
-            print(f"{name:14s} {m:8.2f} {min(times[name]):8.2f} {max(times[name]):8.2f} "
-                  f"{m / med['snntorch']:10.3f} {m / med['ReLU floor']:7.3f} {saved() / 2**20:15.1f} MiB")
+            print(f"{name:16s} {m:8.2f} {min(times[name]):8.2f} {max(times[name]):8.2f} "
+                  f"{m / med['snntorch']:10.3f} {m / med['ReLU floor']:7.3f} {saved() / 2**20:15.1f} MiB "
+                  f"{first[name]:10.2f}s")
 
 
 if __name__ == "__main__":
