@@ -241,7 +241,7 @@ def run_study(study: Study, storage: str = "runs", address: str | None = None,
             stage_s["gradients"] = round(time.perf_counter() - t0, 1)
             save_record()
             log(f"[gradients] done in {stage_s['gradients']:.0f} s: {out}")
-    started = connect(address, wandb_mode) if study.sweeps else False
+    started = connect(address, wandb_mode, storage=str(root)) if study.sweeps else False
     try:
         for section, sweep in study.sweeps.items():
             exp_dir = root / sweep.spec.name

@@ -11,7 +11,7 @@ from snnlab.cli import main
 from snnlab.sweep.spec import load_sweep, trial_name
 from snnlab.sweep.summary import SPEC_FILE, steps_to_threshold, summarize
 
-from .helpers import CONFIGS, TINY_SL_SWEEP, write_yaml
+from .helpers import CONFIGS, REPO, TINY_SL_SWEEP, write_yaml
 
 SL_SWEEP = TINY_SL_SWEEP
 
@@ -83,6 +83,36 @@ def test_shipped_sweeps_load_with_every_budget():
     assert names[:2] == ["fixed-k1_seed0", "fixed-k1_seed1"] and len(set(names)) == 18
     smoke = load_sweep(CONFIGS / "rl_fixed_grid.yaml", budget="smoke")
     assert smoke.base["stop"]["iterations"] == 2 and grid.base["stop"]["iterations"] == 20
+
+
+def test_shipped_tuning_sweeps_load():
+    for name in ("part1_tuning_rl", "part1_tuning_sl"):
+        sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        assert sweep.spec.seeds == [100, 101, 102]  # never the seeds the study reports
+        for t in sweep.trials():
+            sweep.experiment(t)
+
+
+def test_trials_share_one_inductor_cache_under_local_storage(tmp_path, monkeypatch):
+    from snnlab.sweep.run import worker_env
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    env = worker_env("offline", str(tmp_path))
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".inductor_cache")
+    assert env["WANDB_MODE"] == "offline"
+    assert "TORCHINDUCTOR_CACHE_DIR" not in worker_env("off", "s3://bucket/runs")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")  # the user's choice wins
+    assert worker_env("off", str(tmp_path))["TORCHINDUCTOR_CACHE_DIR"] == "/mine"
+
+
+def test_diagnostics_for_a_subset_of_seeds(tmp_path):
+    text = TINY_SL_SWEEP + "diagnostics: {seeds: [1], every: 3}\n"
+    sweep = load_sweep(write_yaml(tmp_path / "s.yaml", text))
+    every = {t["seed"]: sweep.experiment(t).diagnostics.every for t in sweep.trials()}
+    assert every == {0: 0, 1: 3}
+    bad = write_yaml(tmp_path / "b.yaml", TINY_SL_SWEEP + "diagnostics: {seeds: [5], every: 3}\n")
+    with pytest.raises(Exception, match=r"diagnostics.seeds: \[5\] not among the sweep's seeds"):
+        load_sweep(bad)
 
 
 def test_steps_to_threshold_by_hand():

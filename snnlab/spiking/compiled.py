@@ -6,7 +6,8 @@ each compiled by TorchInductor into one kernel instead of ~5 small ops per time 
 
 - The slope is a tensor *argument* of the compiled backward, never a constant baked into the
   code: changing k at run time (schedules, diagnostics) reuses the compiled kernel.
-- Compiling costs tens of seconds on 2 cores, per distinct (T, shapes, dtype, family). Inductor
+- Compiling costs tens of seconds on 2 cores, per network shape (at most twice: static for the
+  first batch size, dynamic for the rest), dtype and surrogate family. Inductor
   caches what it built on disk (``TORCHINDUCTOR_CACHE_DIR``; :func:`use_cache_dir` points it
   under a results folder), so the next process - another trial of a sweep - loads it instead.
 - If compiling fails (no C++ compiler, an unsupported platform), the layer warns once and
@@ -60,7 +61,9 @@ _failed: list[str] = []
 
 def _get(name: str, fn):
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
+        # dynamic=None: the first shape compiles a static kernel, a second batch size one
+        # dynamic-shape kernel that serves every later size (RL: batch 1 to act, minibatches to learn)
+        _compiled[name] = torch.compile(fn, dynamic=None)
     return _compiled[name]
 
 

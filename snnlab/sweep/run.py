@@ -49,13 +49,25 @@ def _check_address(address: str) -> None:
         raise ConfigError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
-def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None) -> bool:
-    """Start or join Ray with the environment every worker needs; return whether we started it."""
-    import ray
-
+def worker_env(wandb_mode: str, storage: str | None = None) -> dict[str, str]:
+    """Environment every trial process gets: W&B mode, Tune's output style and, for a local
+    results folder, one Inductor cache under it (``<storage>/.inductor_cache``) so that trials
+    with ``model.backend: compiled`` compile each kernel once per machine, not once per trial."""
     env = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
     if wandb_mode == "offline":
         env["WANDB_MODE"] = "offline"
+    if storage and "://" not in storage:
+        env["TORCHINDUCTOR_CACHE_DIR"] = os.environ.get(
+            "TORCHINDUCTOR_CACHE_DIR", str(Path(storage).expanduser().resolve() / ".inductor_cache"))
+    return env
+
+
+def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None,
+            storage: str | None = None) -> bool:
+    """Start or join Ray with the environment every worker needs; return whether we started it."""
+    import ray
+
+    env = worker_env(wandb_mode, storage)
     os.environ.update(env)
     if address:
         _check_address(address)
@@ -166,7 +178,7 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
 
         if not Tuner.can_restore(exp_dir) or (local and not (Path(exp_dir) / SPEC_FILE).exists()):
             raise ConfigError(f"{exp_dir}: no sweep to resume there")
-    started = connect(address, wandb_mode)
+    started = connect(address, wandb_mode, storage=storage)
     t0 = time.perf_counter()
     try:
         if resume:
