@@ -438,6 +438,16 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def validate_document(data: dict, path: str | Path, kind: str, cls: type[BaseModel]):
+    """Validate a ``kind: <kind>`` file's mapping against ``cls``; one-line ConfigError otherwise."""
+    if data.get("kind") != kind:
+        raise ConfigError(f"{path}: kind: a {kind} file needs `kind: {kind}` (got {data.get('kind')!r})")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path), cls, data)) from None
+
+
 def validate_experiment(data: dict, source: str) -> ExperimentConfig:
     kind = data.get("kind", "supervised")
     cls = _EXPERIMENTS.get(kind)

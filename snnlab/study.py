@@ -44,6 +44,7 @@ from .config import (
     Strict,
     format_validation_error,
     read_yaml,
+    validate_document,
 )
 
 STUDY_FILE = "snnlab_study.yaml"
@@ -119,13 +120,7 @@ def load_study(path: str | Path, budget: str | None = None) -> Study:
     from .sweep.spec import sweep_from_data
 
     path = Path(path)
-    data = read_yaml(path)
-    if data.get("kind") != "study":
-        raise ConfigError(f"{path}: kind: a study file needs `kind: study` (got {data.get('kind')!r})")
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path), StudySpec, data)) from None
+    spec = validate_document(read_yaml(path), path, "study", StudySpec)
     if budget is not None and budget not in spec.budgets:
         allowed = ", ".join(sorted(spec.budgets)) or "none (the file defines no `budgets:`)"
         raise ConfigError(f"{path}: --budget {budget!r} is not defined; allowed: {allowed}")

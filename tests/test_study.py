@@ -1,10 +1,8 @@
 """Studies: the study file, the claim rules, and sweeps/paper_part1.yaml end to end at --budget smoke."""
 
 import json
-import math
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml

@@ -239,7 +239,7 @@ def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: 
         g_min = grad[grad["k"] == k_min].sort_values("layer")
         g_ref = grad[grad["k"] == k_ref].sort_values("layer")
         ratio = float(g_min["magnitude"].iloc[0] / g_ref["magnitude"].iloc[0])
-        add(f"Gradients: shallow slopes carry much larger gradients into early layers",
+        add("Gradients: shallow slopes carry much larger gradients into early layers",
             "orders of magnitude larger in the first layers",
             f"first-layer mean |gradient| k={k_min:g} / k={k_ref:g} = {ratio:.3g}",
             "agrees" if ratio >= 10 else "disagrees" if ratio <= 1 else "inconclusive")

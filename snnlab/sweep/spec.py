@@ -42,8 +42,8 @@ from ..config import (
     Strict,
     _fixed_if_no_kind,
     apply_overrides,
-    format_validation_error,
     read_yaml,
+    validate_document,
     validate_experiment,
 )
 
@@ -224,12 +224,7 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
                     overrides: list[str] | None = None) -> Sweep:
     """Validate a sweep mapping; ``path`` names it in errors and anchors a relative ``base``."""
     path = Path(path)
-    if data.get("kind") != "sweep":
-        raise ConfigError(f"{path}: kind: a sweep file needs `kind: sweep` (got {data.get('kind')!r})")
-    try:
-        spec = SweepSpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path), SweepSpec, data)) from None
+    spec = validate_document(data, path, "sweep", SweepSpec)
     if isinstance(spec.base, str):
         base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
         if not base_path.is_file() and Path(spec.base).is_file():
