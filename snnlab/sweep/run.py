@@ -115,6 +115,9 @@ def _reporter(sweep: Sweep):
         metric_columns={"training_iteration": "iter", sweep.spec.metric.name: sweep.spec.metric.name,
                         "slope": "slope", "time_total_s": "time (s)"},
         max_report_frequency=15, max_column_length=24,
+        # explicit: by default CLIReporter decides from Tune's process-wide verbosity at
+        # construction time, which a verbose=0 sweep earlier in the same process leaves at 0
+        print_intermediate_tables=True,
     )
 
 
