@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -90,25 +91,30 @@ def _add_sweep(sub) -> None:
     p.add_argument("file", nargs="?", help="sweep YAML file, e.g. configs/rl_fixed_grid.yaml")
     p.add_argument("--budget", metavar="NAME", help="scale: smoke (minutes-long run of the same grid), "
                    "full (as written; the default), or a budget the file defines under `budgets:`")
-    p.add_argument("--storage", metavar="PATH", default="runs",
-                   help="where results go: a folder (default: ./runs) or a URI Tune understands "
-                   "(shared filesystem, s3://..., gs://...)")
+    _add_run_options(
+        p, storage="where results go: a folder (default: ./runs) or a URI Tune understands "
+        "(shared filesystem, s3://..., gs://...)",
+        resume="continue an interrupted sweep in <storage>/<name>/ (unfinished and errored trials "
+        "resume from their last checkpoint)")
+    p.add_argument("--summary", metavar="DIR", help="only print and save the summary table of an "
+                   "existing sweep result directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the base experiment by dotted path; repeatable")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _add_run_options(p, storage: str, resume: str) -> None:
+    """The options `sweep` and `study` share: where results go, which Ray, W&B, resume, output."""
+    p.add_argument("--storage", metavar="PATH", default="runs", help=storage)
     p.add_argument("--address", metavar="ADDR", help="join an existing Ray cluster: auto, "
                    "ray://HOST:PORT or HOST:PORT (default: start a local Ray)")
     p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline",
                    help="W&B: offline run files in each trial's folder (default), online (needs "
                    "`wandb login`), or off")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep in <storage>/<name>/ (unfinished and errored "
-                   "trials resume from their last checkpoint)")
-    p.add_argument("--summary", metavar="DIR", help="only print and save the summary table of an "
-                   "existing sweep result directory")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the base experiment by dotted path; repeatable")
+    p.add_argument("--resume", action="store_true", help=resume)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
                    help="Tune's verbosity (1: live table; 0: silent)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
@@ -155,17 +161,8 @@ def _add_study(sub) -> None:
     p.add_argument("file", help="study YAML file, e.g. sweeps/paper_part1.yaml")
     p.add_argument("--budget", metavar="NAME", help="scale defined in the file's `budgets:` (for "
                    "paper_part1.yaml: smoke, laptop, paper); default: the sections as written")
-    p.add_argument("--storage", metavar="DIR", default="runs",
-                   help="results folder (default ./runs; on a cluster a shared filesystem path)")
-    p.add_argument("--address", metavar="ADDR", help="join an existing Ray cluster: auto, "
-                   "ray://HOST:PORT or HOST:PORT (default: start a local Ray)")
-    p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline",
-                   help="W&B for the sweeps' trials: offline run files (default), online, or off")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study in "
-                   "<storage>/<name>/ (finished stages are kept)")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
-                   help="Tune's verbosity (1: live table; 0: silent)")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    _add_run_options(p, storage="results folder (default ./runs; on a cluster a shared filesystem path)",
+                     resume="continue an interrupted study in <storage>/<name>/ (finished stages are kept)")
     p.set_defaults(func=_cmd_study)
 
 
@@ -177,7 +174,8 @@ def _cmd_study(args) -> int:
     check_wandb_mode(args.wandb)
     out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
                     resume=args.resume, verbose=args.verbose,
-                    log=lambda msg: print(f"snnlab study: {msg}", flush=True))
+                    log=lambda msg: print(f"snnlab study: {msg}", flush=True),
+                    command=" ".join(["snnlab", *map(shlex.quote, args.argv)]))
     claims = Path(out.report["claims"])
     import pandas as pd
 
@@ -313,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given (a study records it)
     from .config import ConfigError
 
     user_errors: tuple[type[BaseException], ...] = (ConfigError,)

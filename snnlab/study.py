@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +181,7 @@ class StudyOutcome:
 
 def run_study(study: Study, storage: str = "runs", address: str | None = None,
               wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
-              log=print) -> StudyOutcome:
+              log=print, command: str | None = None) -> StudyOutcome:
     """Run the study's stages in order (gradients, supervised, rl) and write the combined report.
 
     With ``resume``, finished stages are kept (the gradient analysis is not redone) and
@@ -208,8 +207,7 @@ def run_study(study: Study, storage: str = "runs", address: str | None = None,
     record = yaml.safe_load(record_path.read_text()) if resume else {}
     record.update({
         "name": study.spec.name, "source": study.source, "budget": study.budget,
-        "command": " ".join(["snnlab", *sys.argv[1:]]) if sys.argv and "snnlab" in sys.argv[0]
-        else record.get("command", "snnlab study"),
+        "command": command or record.get("command") or f"run_study({study.source!r}, budget={study.budget!r})",
         "started": record.get("started") or _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": versions(), "machine": machine(),
         "spec": study.spec.model_dump(), "claims": study.spec.claims.model_dump(),

@@ -151,12 +151,15 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
-def _html_table(df: pd.DataFrame, spec: dict) -> str:
-    head, rows = table_cells(df, spec)
-    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+def html_table(head: list[str], rows: list[list[str]], note: str = "") -> str:
+    th = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return (f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p class='note'>{html.escape(table_note(spec))}</p>")
+            + (f"<p class='note'>{html.escape(note)}</p>" if note else ""))
+
+
+def _html_table(df: pd.DataFrame, spec: dict) -> str:
+    return html_table(*table_cells(df, spec), note=table_note(spec))
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}

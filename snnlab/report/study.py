@@ -30,8 +30,25 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError
-from ..sweep.summary import comparison_cells, compare_to_reference, table_cells, table_note
-from .build import CSS, SweepData, _img, _plt, _save, load_sweep_dir, plot_bars, plot_curves, plot_slopes
+from ..sweep.summary import (
+    comparison_cells,
+    compare_to_reference,
+    markdown_table,
+    table_cells,
+    table_note,
+)
+from .build import (
+    CSS,
+    SweepData,
+    _img,
+    _plt,
+    _save,
+    html_table,
+    load_sweep_dir,
+    plot_bars,
+    plot_curves,
+    plot_slopes,
+)
 
 WORLD_TITLE = {"supervised": "Supervised", "rl": "Reinforcement learning"}
 RATE_KEY = {"supervised": "val_spike_rate/layer", "rl": "spike_rate/layer"}
@@ -255,19 +272,6 @@ def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: 
 
 
 # --- the page ------------------------------------------------------------------------------
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    def cells(r):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
-
-    return "\n".join([cells(head), "|" + "---|" * len(head)] + [cells(r) for r in rows]) + "\n"
-
-
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _df_cells(df: pd.DataFrame, digits: int = 3) -> tuple[list[str], list[list[str]]]:
     return list(df.columns), [[_f(v, digits) if isinstance(v, float) else str(v) for v in r]
                               for r in df.itertuples(index=False)]
@@ -290,8 +294,8 @@ class _Page:
         self.html.append(f"<p>{html.escape(text)}</p>")
 
     def table(self, head, rows, note: str = "") -> None:
-        self.md += [_md_table(head, rows)] + ([note, ""] if note else [])
-        self.html.append(_html_table(head, rows) + (f"<p class='note'>{html.escape(note)}</p>" if note else ""))
+        self.md += [markdown_table(head, rows)] + ([note, ""] if note else [])
+        self.html.append(html_table(head, rows, note))
 
     def fig(self, path: Path | None, caption: str) -> None:
         if path is None:
@@ -316,9 +320,12 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     name = record["name"]
-    grad = None
+    grad, grad_k_ref = None, 100.0
     if (root / "gradients" / "gradients_summary.csv").is_file():
         grad = pd.read_csv(root / "gradients" / "gradients_summary.csv")
+        protocol = root / "gradients" / "protocol.yaml"  # the protocol as run (budget applied)
+        if protocol.is_file():
+            grad_k_ref = float(yaml.safe_load(protocol.read_text()).get("k_ref", 100.0))
     worlds: dict[str, SweepData] = {}
     for w in ("supervised", "rl"):
         d = root / f"{name}_{w}"
@@ -329,8 +336,7 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
                 pass
     cmps = {w: compare_to_reference(sd.path) for w, sd in worlds.items()}
     rules = dict(record.get("claims", {}))
-    if grad is not None:
-        rules["k_ref"] = record.get("spec", {}).get("gradients", {}).get("k_ref", 100.0) or 100.0
+    rules["k_ref"] = grad_k_ref
     claims = judge_claims(grad, worlds, cmps, rules)
     files: dict[str, Path] = {}
     claims.to_csv(out / "claims.csv", index=False)

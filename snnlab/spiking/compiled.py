@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .fused import LIFSequence, backward_loop, forward_loop
+from .fused import LIFSequence, backward_loop, forward_loop, lif_sequence
 
 _compiled: dict[str, object] = {}
 _failed: list[str] = []
@@ -79,8 +79,6 @@ class CompiledLIFSequence(LIFSequence):
 def lif_sequence_compiled(current: Tensor, mem0: Tensor, beta: Tensor, theta: Tensor, slope: Tensor,
                           family: str) -> tuple[Tensor, Tensor]:
     """Spikes and membranes ([T, B, N] each) of one LIF layer, compiled path (fused on failure)."""
-    from .fused import lif_sequence
-
     if _failed:
         return lif_sequence(current, mem0, beta, theta, slope, family)
     try:

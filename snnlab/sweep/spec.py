@@ -38,6 +38,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import (
     ConfigError,
+    DiagnosticsConfig,
     FixedSlopeConfig,
     Strict,
     _fixed_if_no_kind,
@@ -76,14 +77,12 @@ class Resources(Strict):
     gpus_per_trial: float = Field(0.0, ge=0)
 
 
-class SweepDiagnostics(Strict):
-    """Gradient diagnostics (magnitude and cosine to the k_ref gradient per layer) for the trials
-    of some seeds only: they cost a second backward pass per probe."""
+class SweepDiagnostics(DiagnosticsConfig):
+    """An experiment's ``diagnostics`` (gradient magnitude and cosine to the k_ref gradient per
+    layer) for the trials of some seeds only: they cost a second backward pass per probe."""
 
     seeds: list[int] = Field(..., min_length=1, description="trials of these seeds get diagnostics")
     every: int = Field(..., gt=0, description="every N training steps (supervised) or iterations (RL)")
-    k_ref: float = Field(100.0, gt=0.0)
-    probe_batch: int = Field(64, gt=0, description="RL: standard-normal probe observations")
 
 
 class SweepSpec(Strict):

@@ -258,13 +258,19 @@ def comparison_cells(df: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]
     return intro, head, rows
 
 
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; a '|' inside a cell is escaped so that it cannot split the cell."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(head), "|" + "---|" * len(head)] + [line(r) for r in rows]) + "\n"
+
+
 def comparison_markdown(df: pd.DataFrame, spec: dict) -> str:
     if df.empty:
         return ""
     intro, head, rows = comparison_cells(df)
-    lines = [intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return intro + "\n\n" + markdown_table(head, rows)
 
 
 def _fmt(x: Any) -> str:
@@ -309,10 +315,7 @@ def table_note(spec: dict) -> str:
 
 
 def to_markdown(df: pd.DataFrame, spec: dict) -> str:
-    head, rows = table_cells(df, spec)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n\n" + table_note(spec) + "\n"
+    return markdown_table(*table_cells(df, spec)) + "\n" + table_note(spec) + "\n"
 
 
 def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
