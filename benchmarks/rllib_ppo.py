@@ -1,10 +1,10 @@
 """RLlib PPO on CartPole-v1: the spiking actor vs RLlib's default MLP of the same size.
 
-    .venv/bin/python benchmarks/rllib_ppo.py [--iterations 4]
+    .venv/bin/python benchmarks/rllib_ppo.py [--iterations 4] [--backends fused,cpp]
 
 Both: PPO (new API stack), num_env_runners=0, 2000 env steps per iteration,
 minibatch 128, 10 epochs, actor hidden [64, 64, 64]; the spiking actor runs T=4
-internal steps per action (reset mode) with the fused backend. Reported per
+internal steps per action (reset mode), once per LIF backend given. Reported per
 iteration (median after the first): sampling env steps/s (RLlib's
 env_runner_sampling_timer) and the learner update time.
 """
@@ -22,9 +22,10 @@ from snnlab.config import validate_experiment
 from snnlab.rl.train import build_algorithm_config
 
 
-def spiking_config():
+def spiking_config(backend: str):
     cfg = validate_experiment({"kind": "rl", "env": "CartPole-v1", "logging": {"wandb": "off"},
-                               "model": {"hidden": [64, 64, 64], "num_steps": 4},
+                               "model": {"hidden": [64, 64, 64], "num_steps": 4,
+                                         "backend": backend},
                                "slope": {"kind": "fixed", "k": 2}}, "benchmark")
     return build_algorithm_config(cfg)
 
@@ -39,9 +40,12 @@ def mlp_config():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--backends", default="fused,cpp", help="LIF backends of the spiking actor")
     args = ap.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    for name, make in (("spiking actor (T=4)", spiking_config), ("MLP actor", mlp_config)):
+    runs = [(f"spiking T=4, {b}", (lambda b: lambda: spiking_config(b))(b))
+            for b in args.backends.split(",")]
+    for name, make in (*runs, ("MLP actor", mlp_config)):
         algo = make().build_algo()
         rows = []
         for _ in range(args.iterations):

@@ -45,10 +45,11 @@ class ModelConfig(Strict):
     neuron: NeuronConfig = Field(default_factory=NeuronConfig)
     weight_init: Literal["threshold_scaled", "torch_default"] = "threshold_scaled"
     init_gain: float = Field(2.0, gt=0.0)
-    backend: Literal["fused", "compiled", "eager"] = Field(
-        "fused", description="fused: hand-written backward over time (fast); compiled: the same "
-        "with both time loops built by torch.compile (fastest after a one-off compile; falls back "
-        "to fused with a warning where compiling fails); eager: plain autograd (the reference)")
+    backend: Literal["fused", "cpp", "compiled", "eager"] = Field(
+        "fused", description="fused: hand-written backward over time (fast); cpp: the same with "
+        "both time loops as hand-written C++ kernels (fastest; built in seconds at first use, CPU "
+        "float32/64, falls back to fused with a warning where no C++ compiler works); compiled: "
+        "the loops built by torch.compile; eager: plain autograd (the reference)")
 
     @field_validator("surrogate")
     @classmethod

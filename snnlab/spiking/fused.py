@@ -78,6 +78,7 @@ class LIFSequence(torch.autograd.Function):
     def forward(cls, ctx, current: Tensor, mem0: Tensor, beta: Tensor, theta: Tensor,
                 slope: Tensor, family: str):  # type: ignore[override]
         spikes, mems = cls.forward_loop(current, mem0, beta, theta)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not [T, B, N] zeros
         ctx.save_for_backward(mems, mem0, beta, theta)
         ctx.slope, ctx.family = slope, family
         return spikes, mems

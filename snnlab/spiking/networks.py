@@ -122,8 +122,8 @@ class SpikingMLP(nn.Module):
         return [lif.initial_state(batch, device, dtype) for lif in self.lifs]
 
     # --- forward -----------------------------------------------------------
-    def _run(self, current: Tensor, state: list[Tensor] | None):
-        """Run the LIF stack on the first layer's current [S, B, N0]."""
+    def _run(self, current: Tensor, state: list[Tensor] | None, steps: int | None = None):
+        """Run the LIF stack on the first layer's current: [S, B, N0], or [B, N0] held for ``steps``."""
         new_state, rates = [], []
         x = current
         for i, lif in enumerate(self.lifs):
@@ -131,9 +131,9 @@ class SpikingMLP(nn.Module):
                 lin = self.linears[i]
                 S, B = x.shape[:2]
                 x = lin(x.reshape(S * B, -1)).view(S, B, -1)
-            spikes, mems = lif(x, None if state is None else state[i])
+            spikes, mems = lif(x, None if state is None else state[i], steps if i == 0 else None)
             new_state.append(mems[-1])
-            rates.append(spikes.detach().mean())
+            rates.append(lif.last_rate)
             x = spikes
         self.last_rates = rates
         return x, mems, new_state, rates
@@ -146,8 +146,7 @@ class SpikingMLP(nn.Module):
         ended.
         """
         cur = self.linears[0](x)  # constant input: one projection serves all T steps
-        cur = cur.unsqueeze(0).expand(self.num_steps, *cur.shape)
-        spikes, mems, new_state, rates = self._run(cur, state)
+        spikes, mems, new_state, rates = self._run(cur, state, steps=self.num_steps)
         return NetOutput(self._readout(spikes, mems), new_state, rates)
 
     def forward_steps(

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from .compiled import lif_sequence_compiled
+from .cpp import lif_sequence_cpp
 from .fused import lif_sequence
 from .surrogate import Surrogate
 
 NeuronInit = Literal["constant", "uniform"]
-Backend = Literal["eager", "fused", "compiled"]
-BACKENDS = ("eager", "fused", "compiled")
+Backend = Literal["eager", "fused", "compiled", "cpp"]
+BACKENDS = ("eager", "fused", "compiled", "cpp")
 
 
 class LIF(nn.Module):
@@ -73,6 +74,8 @@ class LIF(nn.Module):
             raise ValueError(f"init must be 'constant' or 'uniform', got {init!r}")
         self.size = size
         self.spike = Surrogate(surrogate, slope)
+        #: mean spike rate of the latest forward (a detached scalar; diagnostics only)
+        self.last_rate: Tensor | None = None
         self._register("beta", beta, learn_beta, init)
         self._register("threshold", threshold, learn_threshold, init)
 
@@ -91,8 +94,9 @@ class LIF(nn.Module):
     def initial_state(self, batch: int, device=None, dtype=None) -> Tensor:
         return torch.zeros(batch, self.size, device=device, dtype=dtype)
 
-    def forward(self, current: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Run all time steps of ``current`` ([T, B, N]).
+    def forward(self, current: Tensor, mem: Tensor | None = None,
+                steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """Run all time steps of ``current`` ([T, B, N]), or of ``current`` [B, N] held for ``steps``.
 
         Returns ``(spikes, membranes)``, both [T, B, N]; ``membranes[-1]`` is
         the state to carry into the next call.
@@ -100,11 +104,20 @@ class LIF(nn.Module):
         beta = self.beta.clamp(0.0, 1.0)
         theta = self.threshold
         if mem is None:
-            mem = current.new_zeros(current.shape[1:])
+            mem = current.new_zeros(current.shape[-2:])
+        if self.backend == "cpp":  # reads a static current in place, no copy over T
+            spikes, mems, self.last_rate = lif_sequence_cpp(
+                current, mem, beta.to(current.dtype), theta.to(current.dtype), self.spike.slope,
+                self.spike.family, steps)
+            return spikes, mems
+        if steps is not None:
+            current = current.unsqueeze(0).expand(steps, *current.shape)
         if self.backend != "eager":
             run = lif_sequence_compiled if self.backend == "compiled" else lif_sequence
-            return run(current, mem, beta.to(current.dtype), theta.to(current.dtype),
-                       self.spike.slope, self.spike.family)
+            spikes, mems = run(current, mem, beta.to(current.dtype), theta.to(current.dtype),
+                               self.spike.slope, self.spike.family)
+            self.last_rate = spikes.detach().mean()
+            return spikes, mems
         spk_prev = (mem > theta).to(current.dtype)
         spikes, mems = [], []
         # unbind, not current[t]: indexing a grad-requiring tensor in a loop is O(T^2) in backward
@@ -114,7 +127,9 @@ class LIF(nn.Module):
             spk_prev = s.detach()
             spikes.append(s)
             mems.append(mem)
-        return torch.stack(spikes), torch.stack(mems)
+        spikes = torch.stack(spikes)
+        self.last_rate = spikes.detach().mean()
+        return spikes, torch.stack(mems)
 
     def extra_repr(self) -> str:
         b = "learnable" if isinstance(self.beta, nn.Parameter) else "fixed"
