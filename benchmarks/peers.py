@@ -1,12 +1,13 @@
-"""Train-step speed and activation memory: snnlab (fused, compiled, eager) vs snntorch, SpikingJelly,
+"""Train-step speed and activation memory: snnlab (cpp, compiled, fused, eager) vs snntorch, SpikingJelly,
 Norse and a ReLU "floor" network with identical Linear layers (issue #6).
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements-peers.txt   # SpikingJelly, Norse
     .venv/bin/python benchmarks/peers.py [--rounds 9] [--steps 3] [--threads 2] [--cold]
 
 "first step" is the first train step of each implementation in seconds: for snnlab compiled it
-includes torch.compile's build of the forward and backward loops (cold with ``--cold``: an empty
-Inductor cache; otherwise whatever TORCHINDUCTOR_CACHE_DIR already holds).
+includes torch.compile's build of the forward and backward loops, for snnlab cpp the C++ build of
+its kernel (cold with ``--cold``: an empty Inductor cache and kernel dir; otherwise whatever
+TORCHINDUCTOR_CACHE_DIR / SNNLAB_KERNEL_DIR already hold).
 
 Train step = forward over T, cross-entropy on the readout of spike counts, backward, Adam.
 Workloads:
@@ -178,7 +179,8 @@ def make_step(model, w):
 
 
 def builders(w):
-    out = {"snnlab fused": lambda: Snnlab(w, "fused"), "snnlab compiled": lambda: Snnlab(w, "compiled"),
+    out = {"snnlab cpp": lambda: Snnlab(w, "cpp"), "snnlab compiled": lambda: Snnlab(w, "compiled"),
+           "snnlab fused": lambda: Snnlab(w, "fused"),
            "snnlab eager": lambda: Snnlab(w, "eager"),
            "snntorch": lambda: Snntorch(w)}
     for name, cls in (("SpikingJelly", SpikingJelly), ("Norse", Norse)):
@@ -197,13 +199,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workloads", default="AB")
-    ap.add_argument("--cold", action="store_true", help="empty Inductor cache: first step = full compile")
+    ap.add_argument("--cold", action="store_true",
+                    help="empty Inductor cache and kernel dir: first step = full compile / build")
     args = ap.parse_args()
     if args.cold:
         import os
         import tempfile
 
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
+        os.environ["SNNLAB_KERNEL_DIR"] = tempfile.mkdtemp(prefix="snnlab-kernels-cold-")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; medians of {args.rounds} rounds x "
           f"{args.steps} steps (ms per train step)")

@@ -45,11 +45,12 @@ class ModelConfig(Strict):
     neuron: NeuronConfig = Field(default_factory=NeuronConfig)
     weight_init: Literal["threshold_scaled", "torch_default"] = "threshold_scaled"
     init_gain: float = Field(2.0, gt=0.0)
-    backend: Literal["fused", "cpp", "compiled", "eager"] = Field(
-        "fused", description="fused: hand-written backward over time (fast); cpp: the same with "
-        "both time loops as hand-written C++ kernels (fastest; built in seconds at first use, CPU "
-        "float32/64, falls back to fused with a warning where no C++ compiler works); compiled: "
-        "the loops built by torch.compile; eager: plain autograd (the reference)")
+    backend: Literal["cpp", "fused", "compiled", "eager"] = Field(
+        "cpp", description="cpp: a layer's T steps as one autograd node whose two time loops are "
+        "hand-written C++ kernels (fastest; built in seconds at first use; CPU float32/64, "
+        "elsewhere - and with a warning where no C++ compiler works - fused); fused: the same "
+        "node with the loops as tensor ops; compiled: those loops built by torch.compile; "
+        "eager: plain autograd through every step (the reference)")
 
     @field_validator("surrogate")
     @classmethod

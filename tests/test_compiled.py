@@ -107,5 +107,5 @@ def test_compiled_falls_back_to_fused_with_one_warning_when_compiling_fails(tmp_
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match="backend must be one of eager, fused, compiled"):
+    with pytest.raises(ValueError, match="backend must be one of cpp, fused, compiled, eager"):
         LIF(4, backend="jit")

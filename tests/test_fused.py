@@ -70,7 +70,7 @@ def test_fused_network_matches_eager_network_and_slope_changes_gradients_only():
 
 
 def test_fused_is_the_default_and_eager_selectable():
-    assert SpikingMLP(n_in=2, n_out=2).lifs[0].backend == "fused"
+    assert SpikingMLP(n_in=2, n_out=2).lifs[0].backend == "cpp"
     assert SpikingMLP(n_in=2, n_out=2, backend="eager").lifs[0].backend == "eager"
     with pytest.raises(ValueError, match="backend"):
         LIF(3, backend="jit")

@@ -43,7 +43,7 @@ class SpikingMLPConfig:
     neuron_init: NeuronInit = "constant"
     weight_init: WeightInit = "threshold_scaled"
     init_gain: float = 2.0
-    backend: Backend = "fused"
+    backend: Backend = "cpp"
 
 
 class NetOutput(NamedTuple):

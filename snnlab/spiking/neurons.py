@@ -26,8 +26,8 @@ from .fused import lif_sequence
 from .surrogate import Surrogate
 
 NeuronInit = Literal["constant", "uniform"]
-Backend = Literal["eager", "fused", "compiled", "cpp"]
-BACKENDS = ("eager", "fused", "compiled", "cpp")
+Backend = Literal["cpp", "fused", "compiled", "eager"]
+BACKENDS = ("cpp", "fused", "compiled", "eager")
 
 
 class LIF(nn.Module):
@@ -42,12 +42,15 @@ class LIF(nn.Module):
         init: ``"constant"`` (the scalars above) or ``"uniform"`` (per-neuron
             values drawn from U(0, 1), as in the paper's reference code).
         surrogate / slope: the spike function's family and initial slope k.
-        backend: ``"fused"`` (default: the layer's T steps as one autograd node with a
-            hand-written backward, :mod:`snnlab.spiking.fused`), ``"compiled"`` (the same
-            node with both time loops compiled by ``torch.compile``,
-            :mod:`snnlab.spiking.compiled`; falls back to fused with a warning where
-            compiling fails) or ``"eager"`` (the readable reference: plain autograd through
-            every step). All give identical spikes and the same gradients (tested).
+        backend: ``"cpp"`` (default: the layer's T steps as one autograd node whose forward and
+            backward time loops are hand-written C++ kernels, :mod:`snnlab.spiking.cpp`; built
+            in seconds at first use; CPU float32/float64, elsewhere - and with a warning where
+            no C++ compiler works - it runs ``"fused"``), ``"fused"`` (the same node with
+            both loops as tensor ops, :mod:`snnlab.spiking.fused`), ``"compiled"`` (those
+            loops compiled by ``torch.compile``, :mod:`snnlab.spiking.compiled`; falls back
+            to fused with a warning where compiling fails) or ``"eager"`` (the readable
+            reference: plain autograd through every step). All give identical spikes and the
+            same gradients (tested).
     """
 
     def __init__(
@@ -60,7 +63,7 @@ class LIF(nn.Module):
         init: NeuronInit = "constant",
         surrogate: str = "fast_sigmoid",
         slope: float = 25.0,
-        backend: Backend = "fused",
+        backend: Backend = "cpp",
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
