@@ -140,6 +140,9 @@ def test_build_is_cached_and_keyed_by_compiler(tmp_path, monkeypatch):
     assert cpp.library_path() != path
     with pytest.raises(RuntimeError, match="g\\+\\+-does-not-exist.*not found"):
         cpp.build()
+    monkeypatch.setenv("CXX", "false")  # a compiler that fails without a word
+    with pytest.raises(RuntimeError, match="false could not build lif_kernel.cpp: exit status 1"):
+        cpp.build()
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no half-written files
 
 

@@ -11,8 +11,8 @@ runs all T steps while it stays in cache, spread over torch's OpenMP threads.
 - A static input (``LIF(current [B, N], steps=T)``) is read at every step without being copied
   over T, and its gradient is summed over T inside the backward kernel.
 - The slope is an argument of every backward call: changing it never rebuilds anything.
-- The kernel (``lif_kernel.cpp``, ~200 lines) is built on first use with the system's C++
-  compiler (``$CXX``, else ``c++``; about 2 s) into ``$SNNLAB_KERNEL_DIR`` (default
+- The kernel (``lif_kernel.cpp``) is built on first use with the system's C++
+  compiler (``$CXX``, else ``c++``; about 3 s on 2 cores) into ``$SNNLAB_KERNEL_DIR`` (default
   ``~/.cache/snnlab/kernels``), one file per source, compiler and CPU, written atomically so
   parallel trials can share it. CPU tensors in float32/float64 only; anything else (a GPU,
   half precision) runs the fused path, which computes the same thing. If the build fails the
@@ -40,6 +40,7 @@ from .fused import _reduce_like, lif_sequence
 SOURCE = Path(__file__).with_name("lif_kernel.cpp")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
 FAMILIES = {"fast_sigmoid": 0, "sigmoid": 1, "atan": 2}
+ABI = 2  # snnlab_lif_abi() of lif_kernel.cpp: bumped whenever an entry point's arguments change
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -92,7 +93,9 @@ def build(path: Path | None = None) -> Path:
     try:
         res = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[-1:]}")
+            lines = res.stderr.strip().splitlines() or [f"exit status {res.returncode}"]
+            first = next((ln for ln in lines if "error" in ln), lines[-1])
+            raise RuntimeError(f"{cxx} could not build {SOURCE.name}: {first.strip()}")
         os.replace(tmp, path)  # atomic: a parallel build of the same file is harmless
     finally:
         if os.path.exists(tmp):
@@ -115,8 +118,8 @@ def _load() -> ctypes.CDLL | None:
                 path = build(Path(tempfile.gettempdir()) / f"snnlab-kernels-{os.getuid()}"
                              / library_path().name)
             lib = ctypes.CDLL(str(path))
-            if lib.snnlab_lif_abi() != 2:
-                raise RuntimeError("kernel library has the wrong ABI version")
+            if lib.snnlab_lif_abi() != ABI:
+                raise RuntimeError(f"{path} has the wrong ABI version (want {ABI})")
         except Exception as err:  # noqa: BLE001 - no compiler, a compile error, a bad file: fall back
             _failed.append(f"{type(err).__name__}: {err}".splitlines()[0][:300])
             warnings.warn(f"snnlab: the cpp LIF kernel is unavailable here ({_failed[0]}); the "
