@@ -171,3 +171,27 @@ def test_cpp_falls_back_to_fused_with_one_warning_without_a_compiler(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "FALLBACK-OK" in res.stdout, res.stderr[-3000:]
     assert "/nonexistent/g++" in res.stdout
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_forward_counts_equals_summed_spike_train(static):
+    """The spike-count readout path (the cpp backend never writes the train) vs eager's sum over T."""
+    T, B, N = 9, 6, 13
+    torch.manual_seed(0)
+    cur = (torch.randn(B, N) if static else torch.randn(T, B, N)).double() + 0.4
+    mem0 = torch.rand(B, N).double()
+    w = torch.linspace(-1, 2, N, dtype=torch.float64)
+    res = {}
+    for backend, lif in _pair(True, "uniform", "atan", size=N).items():
+        c, m0 = cur.clone().requires_grad_(), mem0.clone().requires_grad_()
+        if backend == "eager":
+            spikes, mems = lif(c, m0, T if static else None)
+            counts = spikes.sum(0)
+        else:
+            counts, mems = lif.forward_counts(c, m0, T if static else None)
+        ((counts * w).square().sum() + mems[-1].sum()).backward()
+        res[backend] = (counts, mems, c.grad, m0.grad, [p.grad for p in lif.parameters()], lif.last_rate)
+    e, f = res["eager"], res["cpp"]
+    assert torch.equal(e[0], f[0]) and torch.equal(e[1], f[1]) and e[0].sum() > 0
+    for a, b in zip(e[2:4] + tuple(e[4]) + (e[5],), f[2:4] + tuple(f[4]) + (f[5],)):
+        torch.testing.assert_close(a, b)

@@ -40,7 +40,7 @@ from .fused import _reduce_like, lif_sequence
 SOURCE = Path(__file__).with_name("lif_kernel.cpp")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
 FAMILIES = {"fast_sigmoid": 0, "sigmoid": 1, "atan": 2}
-ABI = 2  # snnlab_lif_abi() of lif_kernel.cpp: bumped whenever an entry point's arguments change
+ABI = 3  # snnlab_lif_abi() of lif_kernel.cpp: bumped whenever an entry point's arguments change
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -159,9 +159,14 @@ def _vec(p: Tensor, n: int) -> Tensor:
 
 
 class CppLIFSequence(torch.autograd.Function):
+    """One LIF layer's T steps. Outputs ``(spikes, mems, counts)`` with ``counts`` (spikes per
+    neuron over T, [B, N]) not differentiable; with ``keep_spikes=False`` the spike train is never
+    written and the outputs are ``(counts, mems)``, ``counts`` differentiable (its gradient
+    reaches every step, as a sum over T would pass it)."""
+
     @staticmethod
     def forward(ctx, current: Tensor, mem0: Tensor, beta: Tensor, theta: Tensor, slope: Tensor,
-                family: str, steps: int | None):  # type: ignore[override]
+                family: str, steps: int | None, keep_spikes: bool = True):  # type: ignore[override]
         lib = _lib[0]
         static = steps is not None
         cur = current.detach()
@@ -173,25 +178,33 @@ class CppLIFSequence(torch.autograd.Function):
         R, N = mem0.shape
         m0 = mem0.detach().contiguous()
         b, th = _vec(beta, N), _vec(theta, N)
-        spikes = cur.new_empty(T, R, N)
+        spikes = cur.new_empty(T, R, N) if keep_spikes else None
         mems = cur.new_empty(T, R, N)
-        counts = cur.new_empty(R)  # spikes per row, for the rate (no extra pass over the spikes)
+        counts = cur.new_empty(R, N)
         getattr(lib, f"snnlab_lif_forward_{_DTYPES[cur.dtype]}")(
-            cur.data_ptr(), cur_ts, m0.data_ptr(), b.data_ptr(), th.data_ptr(), spikes.data_ptr(),
-            mems.data_ptr(), counts.data_ptr(), T, R, N, torch.get_num_threads())
+            cur.data_ptr(), cur_ts, m0.data_ptr(), b.data_ptr(), th.data_ptr(),
+            None if spikes is None else spikes.data_ptr(), mems.data_ptr(), counts.data_ptr(), T,
+            R, N, torch.get_num_threads())
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not [T, B, N] zeros
-        ctx.mark_non_differentiable(counts)
         ctx.save_for_backward(mems, m0, beta, theta)
-        ctx.slope, ctx.family, ctx.static = slope, family, static
-        return spikes, mems, counts
+        ctx.slope, ctx.family, ctx.static, ctx.keep_spikes = slope, family, static, keep_spikes
+        if keep_spikes:
+            ctx.mark_non_differentiable(counts)
+            return spikes, mems, counts
+        return counts, mems
 
     @staticmethod
-    def backward(ctx, g_spikes: Tensor | None, g_mems: Tensor | None, _g_counts=None):  # type: ignore[override]
+    def backward(ctx, *grads: Tensor | None):  # type: ignore[override]
         mems, m0, beta, theta = ctx.saved_tensors
         need_cur, need_mem0, need_beta, need_theta = ctx.needs_input_grad[:4]
         T, R, N = mems.shape
         zero = mems.new_zeros(1, R, N).expand(T, R, N)  # a missing gradient: one zero slice
-        gs, gs_ts = (zero, 0) if g_spikes is None else _slices(g_spikes)
+        if ctx.keep_spikes:
+            g_spikes, g_mems = grads[0], grads[1]
+            gs, gs_ts = (zero, 0) if g_spikes is None else _slices(g_spikes)
+        else:  # dL/dS[t] = dL/dcounts for every t: one [B, N] slice, stride 0 over T
+            g_counts, g_mems = grads
+            gs, gs_ts = (zero, 0) if g_counts is None else (g_counts.contiguous(), 0)
         gm, gm_ts = (zero, 0) if g_mems is None else _slices(g_mems)
         g_cur = mems.new_empty(R, N) if ctx.static else mems.new_empty(T, R, N)
         g_mem0 = mems.new_empty(R, N) if need_mem0 else None
@@ -207,20 +220,28 @@ class CppLIFSequence(torch.autograd.Function):
             None if g_theta is None else g_theta.data_ptr(), T, R, N, torch.get_num_threads())
         return (g_cur if need_cur else None, g_mem0,
                 _reduce_like(g_beta.unsqueeze(0), beta) if need_beta else None,
-                _reduce_like(g_theta.unsqueeze(0), theta) if need_theta else None, None, None, None)
+                _reduce_like(g_theta.unsqueeze(0), theta) if need_theta else None,
+                None, None, None, None)
 
 
 def lif_sequence_cpp(current: Tensor, mem0: Tensor, beta: Tensor, theta: Tensor, slope: Tensor,
-                     family: str, steps: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Spikes and membranes ([T, B, N] each) and the mean spike rate (detached) of one LIF layer,
-    by the C++ kernels (the fused path where they do not apply).
+                     family: str, steps: int | None = None,
+                     keep_spikes: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(spikes, membranes, counts)`` of one LIF layer by the C++ kernels (the fused path where
+    they do not apply): spikes and membranes [T, B, N], counts = spikes summed over T [B, N].
 
-    ``current`` is [T, B, N], or [B, N] held constant for ``steps`` steps.
+    ``current`` is [T, B, N], or [B, N] held constant for ``steps`` steps. With
+    ``keep_spikes=False`` spikes is None and counts carries the gradient (a spike-count readout);
+    otherwise counts is detached (for the spike rate).
     """
     if supports(current) and family in FAMILIES and _load() is not None:
-        spikes, mems, counts = CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps)
-        return spikes, mems, counts.sum() / spikes.numel()
+        if keep_spikes:
+            return CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, True)
+        counts, mems = CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, False)
+        return None, mems, counts
     if steps is not None:
         current = current.unsqueeze(0).expand(steps, *current.shape)
     spikes, mems = lif_sequence(current, mem0, beta, theta, slope, family)
-    return spikes, mems, spikes.detach().mean()
+    if keep_spikes:
+        return spikes, mems, spikes.detach().sum(0)
+    return None, mems, spikes.sum(0)

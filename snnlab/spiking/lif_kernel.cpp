@@ -22,9 +22,10 @@ constexpr int64_t kBlock = 4096;  // values per block and time step
 
 inline int64_t rows_per_block(int64_t n) { return std::max<int64_t>(1, kBlock / n); }
 
-// counts[r]: the number of spikes of row r over all T steps and N neurons (for the spike rate,
-// which would otherwise take another full pass over the spikes).
-template <typename F>
+// counts[r, n]: the number of spikes of neuron n in row r over the T steps - a spike-count
+// readout and the spike rate without another pass over the spike train. With WriteSpikes false
+// the spike train itself is not written (spikes may be null): the counts are all that is kept.
+template <typename F, bool WriteSpikes>
 void forward(const F* __restrict__ cur, int64_t cur_ts, const F* __restrict__ mem0,
              const F* __restrict__ beta, const F* __restrict__ theta, F* __restrict__ spikes,
              F* __restrict__ mems, F* __restrict__ counts, int64_t T, int64_t R, int64_t N,
@@ -33,25 +34,24 @@ void forward(const F* __restrict__ cur, int64_t cur_ts, const F* __restrict__ me
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && nblocks > 1)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
     const int64_t r1 = std::min(R, (blk + 1) * rb);
-    std::fill(counts + blk * rb, counts + r1, F(0));
+    std::fill(counts + blk * rb * N, counts + r1 * N, F(0));
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t r = blk * rb; r < r1; ++r) {
         const int64_t o = r * N;
         const F* c = cur + t * cur_ts + o;
         const F* p = (t ? mems + (t - 1) * M : mem0) + o;
         F* m = mems + t * M + o;
-        F* s = spikes + t * M + o;
-        F count = 0;
-#pragma omp simd reduction(+ : count)
+        F* s = WriteSpikes ? spikes + t * M + o : nullptr;
+        F* k = counts + o;
+#pragma omp simd
         for (int64_t n = 0; n < N; ++n) {
           const F s_prev = p[n] > theta[n] ? F(1) : F(0);
           const F u = beta[n] * p[n] + c[n] - s_prev * theta[n];
           const F spike = u > theta[n] ? F(1) : F(0);
           m[n] = u;
-          s[n] = spike;
-          count += spike;
+          if constexpr (WriteSpikes) s[n] = spike;
+          k[n] += spike;
         }
-        counts[r] += count;
       }
     }
   }
@@ -163,18 +163,20 @@ void backward_family(int family, const F* mems, const F* mem0, const F* beta, co
 
 extern "C" {
 
-int snnlab_lif_abi() { return 2; }
+int snnlab_lif_abi() { return 3; }
 
 void snnlab_lif_forward_f32(const float* cur, int64_t cur_ts, const float* mem0, const float* beta,
                             const float* theta, float* spikes, float* mems, float* counts,
                             int64_t T, int64_t R, int64_t N, int threads) {
-  forward<float>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
+  if (spikes) forward<float, true>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
+  else forward<float, false>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
 }
 
 void snnlab_lif_forward_f64(const double* cur, int64_t cur_ts, const double* mem0,
                             const double* beta, const double* theta, double* spikes, double* mems,
                             double* counts, int64_t T, int64_t R, int64_t N, int threads) {
-  forward<double>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
+  if (spikes) forward<double, true>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
+  else forward<double, false>(cur, cur_ts, mem0, beta, theta, spikes, mems, counts, T, R, N, threads);
 }
 
 void snnlab_lif_backward_f32(int family, const float* mems, const float* mem0, const float* beta,

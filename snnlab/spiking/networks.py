@@ -122,16 +122,23 @@ class SpikingMLP(nn.Module):
         return [lif.initial_state(batch, device, dtype) for lif in self.lifs]
 
     # --- forward -----------------------------------------------------------
-    def _run(self, current: Tensor, state: list[Tensor] | None, steps: int | None = None):
-        """Run the LIF stack on the first layer's current: [S, B, N0], or [B, N0] held for ``steps``."""
+    def _run(self, current: Tensor, state: list[Tensor] | None, steps: int | None = None,
+             count_last: bool = False):
+        """Run the LIF stack on the first layer's current: [S, B, N0], or [B, N0] held for ``steps``.
+
+        With ``count_last`` the last layer returns its spike counts over the steps ([B, N])
+        instead of its spike train (the spike-count readout needs nothing else).
+        """
         new_state, rates = [], []
         x = current
+        last = len(self.lifs) - 1
         for i, lif in enumerate(self.lifs):
             if i > 0:
                 lin = self.linears[i]
                 S, B = x.shape[:2]
                 x = lin(x.reshape(S * B, -1)).view(S, B, -1)
-            spikes, mems = lif(x, None if state is None else state[i], steps if i == 0 else None)
+            run = lif.forward_counts if count_last and i == last else lif
+            spikes, mems = run(x, None if state is None else state[i], steps if i == 0 else None)
             new_state.append(mems[-1])
             rates.append(lif.last_rate)
             x = spikes
@@ -146,8 +153,10 @@ class SpikingMLP(nn.Module):
         ended.
         """
         cur = self.linears[0](x)  # constant input: one projection serves all T steps
-        spikes, mems, new_state, rates = self._run(cur, state, steps=self.num_steps)
-        return NetOutput(self._readout(spikes, mems), new_state, rates)
+        # the last layer's spike train is never needed here: only its counts (or its membrane)
+        counts, mems, new_state, rates = self._run(cur, state, self.num_steps, count_last=True)
+        out = self.readout(counts if self.readout_mode == "spikes" else mems[-1])
+        return NetOutput(out, new_state, rates)
 
     def forward_steps(
         self, x_seq: Tensor, state: list[Tensor] | None = None, steps_per_output: int | None = None
@@ -171,8 +180,3 @@ class SpikingMLP(nn.Module):
         else:
             out = self.readout(mems[:, -1])
         return NetOutput(out, new_state, rates)
-
-    def _readout(self, spikes: Tensor, mems: Tensor) -> Tensor:
-        if self.readout_mode == "spikes":
-            return self.readout(spikes.sum(0))
-        return self.readout(mems[-1])

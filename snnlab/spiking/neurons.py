@@ -104,35 +104,47 @@ class LIF(nn.Module):
         Returns ``(spikes, membranes)``, both [T, B, N]; ``membranes[-1]`` is
         the state to carry into the next call.
         """
+        spikes, mems, _ = self._run(current, mem, steps, keep_spikes=True)
+        return spikes, mems
+
+    def forward_counts(self, current: Tensor, mem: Tensor | None = None,
+                       steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """As :meth:`forward`, but returns each neuron's spike count over the T steps ([B, N],
+        differentiable: ``spikes.sum(0)``) instead of the spike train - a spike-count readout.
+        The cpp backend then never writes the train."""
+        _, mems, counts = self._run(current, mem, steps, keep_spikes=False)
+        return counts, mems
+
+    def _run(self, current: Tensor, mem: Tensor | None, steps: int | None, keep_spikes: bool):
         beta = self.beta.clamp(0.0, 1.0)
         theta = self.threshold
         if mem is None:
             mem = current.new_zeros(current.shape[-2:])
         if self.backend == "cpp":  # reads a static current in place, no copy over T
-            spikes, mems, self.last_rate = lif_sequence_cpp(
+            spikes, mems, counts = lif_sequence_cpp(
                 current, mem, beta.to(current.dtype), theta.to(current.dtype), self.spike.slope,
-                self.spike.family, steps)
-            return spikes, mems
+                self.spike.family, steps, keep_spikes)
+            self.last_rate = counts.detach().sum() / mems.numel()
+            return spikes, mems, counts
         if steps is not None:
             current = current.unsqueeze(0).expand(steps, *current.shape)
         if self.backend != "eager":
             run = lif_sequence_compiled if self.backend == "compiled" else lif_sequence
             spikes, mems = run(current, mem, beta.to(current.dtype), theta.to(current.dtype),
                                self.spike.slope, self.spike.family)
-            self.last_rate = spikes.detach().mean()
-            return spikes, mems
-        spk_prev = (mem > theta).to(current.dtype)
-        spikes, mems = [], []
-        # unbind, not current[t]: indexing a grad-requiring tensor in a loop is O(T^2) in backward
-        for i_t in current.unbind(0):
-            mem = beta * mem + i_t - spk_prev * theta
-            s = self.spike(mem - theta)
-            spk_prev = s.detach()
-            spikes.append(s)
-            mems.append(mem)
-        spikes = torch.stack(spikes)
+        else:
+            spk_prev = (mem > theta).to(current.dtype)
+            spikes, mems = [], []
+            # unbind, not current[t]: indexing a grad-requiring tensor in a loop is O(T^2) in backward
+            for i_t in current.unbind(0):
+                mem = beta * mem + i_t - spk_prev * theta
+                s = self.spike(mem - theta)
+                spk_prev = s.detach()
+                spikes.append(s)
+                mems.append(mem)
+            spikes, mems = torch.stack(spikes), torch.stack(mems)
         self.last_rate = spikes.detach().mean()
-        return spikes, torch.stack(mems)
+        return spikes, mems, None if keep_spikes else spikes.sum(0)
 
     def extra_repr(self) -> str:
         b = "learnable" if isinstance(self.beta, nn.Parameter) else "fixed"
