@@ -163,6 +163,9 @@ def _add_study(sub) -> None:
                    "paper_part1.yaml: smoke, laptop, paper); default: the sections as written")
     _add_run_options(p, storage="results folder (default ./runs; on a cluster a shared filesystem path)",
                      resume="continue an interrupted study in <storage>/<name>/ (finished stages are kept)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of both sweeps' base experiments by dotted path, e.g. "
+                   "--set model.backend=fused; repeatable")
     p.set_defaults(func=_cmd_study)
 
 
@@ -170,7 +173,7 @@ def _cmd_study(args) -> int:
     from .study import load_study, run_study
     from .wandb_utils import check_wandb_mode
 
-    study = load_study(args.file, budget=args.budget)
+    study = load_study(args.file, budget=args.budget, overrides=args.overrides)
     check_wandb_mode(args.wandb)
     out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
                     resume=args.resume, verbose=args.verbose,

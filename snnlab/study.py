@@ -115,7 +115,10 @@ def _prefixed(err: ConfigError, path: Path, section: str) -> ConfigError:
     return ConfigError(msg)
 
 
-def load_study(path: str | Path, budget: str | None = None) -> Study:
+def load_study(path: str | Path, budget: str | None = None,
+               overrides: list[str] | None = None) -> Study:
+    """Validate a study file at ``budget``; ``overrides`` (``KEY=VALUE``, dotted) apply to the base
+    experiment of every sweep section, after the file's own and the budget's settings."""
     from .sweep.spec import sweep_from_data
 
     path = Path(path)
@@ -142,7 +145,8 @@ def load_study(path: str | Path, budget: str | None = None) -> Study:
                               f"(the study sets it)")
         merged = _merge_section(raw, over.get(section, {}))
         try:
-            sweep = sweep_from_data({"kind": "sweep", "name": f"{spec.name}_{section}", **merged}, path)
+            sweep = sweep_from_data({"kind": "sweep", "name": f"{spec.name}_{section}", **merged}, path,
+                                    overrides=overrides)
         except ConfigError as e:
             raise _prefixed(e, path, section) from None
         if sweep.kind != section:

@@ -68,6 +68,18 @@ def test_bad_study_files_fail_in_one_line(tmp_path, sections, budget, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_study_overrides_reach_both_sweeps_and_bad_ones_fail_in_one_line():
+    st = load_study(STUDY, "smoke", overrides=["model.backend=fused"])
+    assert {w: s.base["model"]["backend"] for w, s in st.sweeps.items()} == {"supervised": "fused",
+                                                                              "rl": "fused"}
+    assert load_study(STUDY, "smoke").sweeps["rl"].base["model"].get("backend", "cpp") == "cpp"
+    with pytest.raises(ConfigError) as e:
+        load_study(STUDY, "smoke", overrides=["model.backend=jit"])
+    msg = str(e.value)
+    assert "model.backend" in msg and "'cpp', 'fused', 'compiled' or 'eager' (got 'jit')" in msg
+    assert "\n" not in msg
+
+
 def test_study_cli_rejects_a_sweep_file(capsys):
     assert main(["study", str(CONFIGS / "rl_fixed_grid.yaml")]) == 2
     assert "needs `kind: study`" in capsys.readouterr().err
