@@ -1,7 +1,18 @@
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+
+
+def run_python(code: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` (dedented) in a fresh interpreter that imports this checkout, with ``env`` added."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=full, timeout=timeout)
 
 
 def write_yaml(path: Path, text: str) -> Path:

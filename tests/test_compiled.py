@@ -1,16 +1,13 @@
 """The compiled LIF backend (torch.compile) against the eager reference, run-time slope, fallback."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from snnlab.spiking import LIF, SpikingMLP
 
-from .helpers import REPO
+from .helpers import run_python
 from .test_fused import run
 
 
@@ -81,7 +78,7 @@ def test_compiled_network_changes_slope_without_recompiling():
 
 
 def test_compiled_falls_back_to_fused_with_one_warning_when_compiling_fails(tmp_path):
-    code = textwrap.dedent("""
+    code = """
         import warnings, torch, torch._inductor.config as ic
         ic.cpp.cxx = ("/nonexistent/g++",)          # no usable C++ compiler
         from snnlab.spiking import SpikingMLP
@@ -100,9 +97,8 @@ def test_compiled_falls_back_to_fused_with_one_warning_when_compiling_fails(tmp_
         msgs = [m for m in outs["compiled"][2] if "torch.compile is unavailable" in m]
         assert len(msgs) == 1, outs["compiled"][2]
         print("FALLBACK-OK", msgs[0][:80])
-    """)
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    """
+    res = run_python(code, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
     assert "FALLBACK-OK" in res.stdout, res.stderr[-3000:]
 
 

@@ -1,17 +1,12 @@
 """The cpp LIF backend (hand-written C++ kernels) against the eager reference; build cache, fallback."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from snnlab.spiking import LIF, SpikingMLP, cpp
 
-from .helpers import REPO
-from .test_fused import run
+from .helpers import run_python
 
 
 
@@ -147,7 +142,7 @@ def test_build_is_cached_and_keyed_by_compiler(tmp_path, monkeypatch):
 
 
 def test_cpp_falls_back_to_fused_with_one_warning_without_a_compiler(tmp_path):
-    code = textwrap.dedent("""
+    code = """
         import warnings, torch
         from snnlab.spiking import SpikingMLP
         x = torch.randn(4, 6)
@@ -165,10 +160,8 @@ def test_cpp_falls_back_to_fused_with_one_warning_without_a_compiler(tmp_path):
         msgs = [m for m in outs["cpp"][2] if "cpp LIF kernel is unavailable" in m]
         assert len(msgs) == 1, outs["cpp"][2]
         print("FALLBACK-OK", msgs[0])
-    """)
-    env = {**os.environ, "CXX": "/nonexistent/g++", "SNNLAB_KERNEL_DIR": str(tmp_path),
-           "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    """
+    res = run_python(code, timeout=300, CXX="/nonexistent/g++", SNNLAB_KERNEL_DIR=str(tmp_path))
     assert "FALLBACK-OK" in res.stdout, res.stderr[-3000:]
     assert "/nonexistent/g++" in res.stdout
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .fused import _reduce_like, lif_sequence
+from .fused import _reduce_like
 
 SOURCE = Path(__file__).with_name("lif_kernel.cpp")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
@@ -224,24 +224,23 @@ class CppLIFSequence(torch.autograd.Function):
                 None, None, None, None)
 
 
+def usable(current: Tensor, family: str) -> bool:
+    """Whether the kernels run this layer: a CPU float32/float64 current, a family the kernel
+    knows, and a kernel that built (the first call builds it; a failure warns once)."""
+    return supports(current) and family in FAMILIES and _load() is not None
+
+
 def lif_sequence_cpp(current: Tensor, mem0: Tensor, beta: Tensor, theta: Tensor, slope: Tensor,
                      family: str, steps: int | None = None,
                      keep_spikes: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
-    """``(spikes, membranes, counts)`` of one LIF layer by the C++ kernels (the fused path where
-    they do not apply): spikes and membranes [T, B, N], counts = spikes summed over T [B, N].
+    """``(spikes, membranes, counts)`` of one LIF layer by the C++ kernels (check :func:`usable`
+    first): spikes and membranes [T, B, N], counts = spikes summed over T [B, N].
 
     ``current`` is [T, B, N], or [B, N] held constant for ``steps`` steps. With
     ``keep_spikes=False`` spikes is None and counts carries the gradient (a spike-count readout);
     otherwise counts is detached (for the spike rate).
     """
-    if supports(current) and family in FAMILIES and _load() is not None:
-        if keep_spikes:
-            return CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, True)
-        counts, mems = CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, False)
-        return None, mems, counts
-    if steps is not None:
-        current = current.unsqueeze(0).expand(steps, *current.shape)
-    spikes, mems = lif_sequence(current, mem0, beta, theta, slope, family)
     if keep_spikes:
-        return spikes, mems, spikes.detach().sum(0)
-    return None, mems, spikes.sum(0)
+        return CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, True)
+    counts, mems = CppLIFSequence.apply(current, mem0, beta, theta, slope, family, steps, False)
+    return None, mems, counts

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .compiled import lif_sequence_compiled
-from .cpp import lif_sequence_cpp
+from . import cpp
 from .fused import lif_sequence
 from .surrogate import Surrogate
 
@@ -120,12 +120,15 @@ class LIF(nn.Module):
         theta = self.threshold
         if mem is None:
             mem = current.new_zeros(current.shape[-2:])
-        if self.backend == "cpp":  # reads a static current in place, no copy over T
-            spikes, mems, counts = lif_sequence_cpp(
+        if self.backend == "cpp" and cpp.usable(current, self.spike.family):
+            # reads a static current in place (no copy over T); counts spikes as it goes
+            spikes, mems, counts = cpp.lif_sequence_cpp(
                 current, mem, beta.to(current.dtype), theta.to(current.dtype), self.spike.slope,
                 self.spike.family, steps, keep_spikes)
             self.last_rate = counts.detach().sum() / mems.numel()
             return spikes, mems, counts
+        # every other backend, and cpp where its kernel does not apply (GPU, half precision,
+        # no compiler): the fused path ("cpp" falls through to lif_sequence below)
         if steps is not None:
             current = current.unsqueeze(0).expand(steps, *current.shape)
         if self.backend != "eager":
