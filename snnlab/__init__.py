@@ -1,3 +1,5 @@
 """snnlab: surrogate-gradient slopes in spiking neural networks, from a laptop to a Ray cluster."""
 
 __version__ = "0.1.0"
+
+from .rl import envs as _envs  # noqa: E402,F401  (registers snnlab/QuadrotorHover-v0; numpy + gymnasium)
