@@ -54,7 +54,14 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .envs import BASE_OBS_DIM, QuadrotorHover, compute_reward, draw_initial_state, reward_weights
+from .envs import (
+    BASE_OBS_DIM,
+    QuadrotorHover,
+    compute_reward,
+    draw_initial_state,
+    euler_to_matrix,
+    reward_weights,
+)
 
 
 class QuadrotorHoverVector(VectorEnv):
@@ -108,6 +115,10 @@ class QuadrotorHoverVector(VectorEnv):
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)
         self._autoreset = np.zeros(n, dtype=bool)
         self.rngs: list[np.random.Generator | None] = [None] * n
+        # reset draws: uniform(low, high) = low + (high - low) * random(), per block of 3
+        # (position, velocity, angular velocity, roll/pitch/yaw), as Generator.uniform computes it
+        high = np.repeat(np.array([proto.init[0], proto.init[2], proto.init[3], proto.init[1]]), 3)
+        self._init_low, self._init_range = -high, high - (-high)
 
     @property
     def p(self) -> np.ndarray:
@@ -227,10 +238,18 @@ class QuadrotorHoverVector(VectorEnv):
 
     def _reset_drones(self, idx: np.ndarray, options: dict | None) -> None:
         pr = self.proto
-        for i in idx:
-            p, v, w, R, motor = draw_initial_state(self.rngs[i], pr.init, pr.hover_throttle, options)
-            self.state[i] = (*p, *R.ravel().tolist(), *v, *w)
-            self.motors[i] = motor
+        if options:
+            for i in idx:
+                p, v, w, R, motor = draw_initial_state(self.rngs[i], pr.init, pr.hover_throttle, options)
+                self.state[i] = (*p, *R.ravel().tolist(), *v, *w)
+                self.motors[i] = motor
+        else:  # draw_initial_state's four uniform(-x, x, 3) draws as one random(12): the same numbers
+            lo, rg = self._init_low, self._init_range
+            for i in idx:
+                x = (lo + rg * self.rngs[i].random(12)).tolist()
+                R = euler_to_matrix(*x[9:12])
+                self.state[i] = (*x[0:3], *R.ravel().tolist(), *x[3:9])
+            self.motors[idx] = pr.hover_throttle
         self.steps[idx] = 0
         if self.action_history:
             self.hist[idx] = 0.0
