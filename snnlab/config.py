@@ -216,11 +216,16 @@ class RLModelConfig(ModelConfig):
     max_seq_len: int = Field(20, gt=0, description="sequence mode: BPTT chunk length (env steps)")
     critic_hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
     initial_log_std: float = Field(0.0, description="PPO, continuous actions: initial log-std")
+    actor: Literal["spiking", "mlp"] = Field(
+        "spiking", description="TD3: the spiking actor, or an MLP of the same `hidden` sizes (ANN baseline)")
+    actor_inputs: int = Field(0, ge=0, description="TD3: the actor reads only the first N observation "
+                              "values (e.g. 18: the quadrotor without its action history); 0: all")
 
     def module_config(self, slope: float) -> dict[str, Any]:
         return {**self.network_kwargs(), "hidden": list(self.hidden), "slope": slope,
                 "mode": self.mode, "max_seq_len": self.max_seq_len,
                 "critic_hidden": list(self.critic_hidden), "initial_log_std": self.initial_log_std,
+                "actor": self.actor, "actor_inputs": self.actor_inputs,
                 # RLlib's SAC builds its twin Q networks from these default-model keys
                 "fcnet_hiddens": list(self.critic_hidden), "fcnet_activation": "relu"}
 
@@ -259,7 +264,33 @@ class SACParams(Strict):
     env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
 
 
-AlgorithmParams = Annotated[Union[PPOParams, SACParams], Field(discriminator="name")]
+class TD3Params(Strict):
+    """TD3 (snnlab.rl.td3); defaults are the paper's (PAPER.md, "The paper's own RL and BC setups")."""
+
+    name: Literal["TD3"]
+    actor_lr: float = Field(1e-3, gt=0.0)
+    critic_lr: float = Field(1e-3, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak rate of the target networks")
+    train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
+    replay_capacity: int = Field(1_000_000, gt=0)
+    replay_buffer: Literal["flat", "episode"] = Field(
+        "flat", description="flat: snnlab's FlatEpisodeReplayBuffer (fast); episode: RLlib's "
+        "EpisodeReplayBuffer with DQN's training step unchanged")
+    learning_starts: int = Field(10_000, ge=0, description="env steps of uniform random actions "
+                                 "before learning starts (the random warm-up)")
+    exploration_noise: float = Field(0.1, ge=0.0, description="std of the Gaussian action noise "
+                                     "on the EnvRunners (actions in [-1, 1]); none in evaluation")
+    target_noise: float = Field(0.2, ge=0.0, description="target-policy smoothing noise std")
+    target_noise_clip: float = Field(0.5, ge=0.0, description="clip of the smoothing noise")
+    policy_delay: int = Field(2, ge=1, description="one actor + target update per this many critic updates")
+    updates_per_env_step: float = Field(1.0, gt=0.0, description="gradient updates per env step sampled")
+    rollout_fragment_length: int = Field(1, gt=0, description="env steps per env between update rounds")
+    env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip each network's global grad norm")
+
+
+AlgorithmParams = Annotated[Union[PPOParams, SACParams, TD3Params], Field(discriminator="name")]
 
 
 class RunnersConfig(Strict):
@@ -307,9 +338,12 @@ class RLConfig(Strict):
 
     @model_validator(mode="after")
     def _mode_fits_algorithm(self):
-        if self.algorithm.name == "SAC" and self.model.mode == "sequence":
-            raise ValueError("model.mode 'sequence' needs PPO: RLlib's SAC does not train "
-                             "stateful modules; use mode 'reset' with SAC")
+        if self.algorithm.name in ("SAC", "TD3") and self.model.mode == "sequence":
+            raise ValueError(f"model.mode 'sequence' needs PPO: {self.algorithm.name} trains on single "
+                             f"transitions from a replay buffer; use mode 'reset' with {self.algorithm.name}")
+        if self.algorithm.name != "TD3" and (self.model.actor != "spiking" or self.model.actor_inputs):
+            raise ValueError("model.actor and model.actor_inputs apply to TD3 only; "
+                             f"{self.algorithm.name} always uses the spiking actor on all inputs")
         return self
 
 

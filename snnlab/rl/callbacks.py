@@ -29,6 +29,7 @@ from torch import nn
 
 from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
 from ..spiking import get_slope, set_slope
+from .td3 import TD3
 
 SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
 DIAGNOSTICS_KEY = "gradient_diagnostics"  # in config.learner_config_dict: {"every", "k_ref", ...}
@@ -237,3 +238,7 @@ class SpikingPPO(SlopeScheduleMixin, PPO):
 
 class SpikingSAC(SlopeScheduleMixin, SAC):
     """RLlib's SAC whose checkpoints also hold the slope schedule."""
+
+
+class SpikingTD3(SlopeScheduleMixin, TD3):
+    """snnlab's TD3 (:mod:`snnlab.rl.td3`) whose checkpoints also hold the slope schedule."""

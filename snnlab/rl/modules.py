@@ -43,10 +43,10 @@ def build_network(model_config: dict, n_in: int, n_out: int) -> SpikingMLP:
     return SpikingMLP(SpikingMLPConfig(n_in=n_in, n_out=n_out, **kw))
 
 
-def mlp(n_in: int, hidden: list[int], n_out: int) -> nn.Sequential:
+def mlp(n_in: int, hidden: list[int], n_out: int, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(n_in, h), nn.Tanh()]
+        layers += [nn.Linear(n_in, h), activation()]
         n_in = h
     layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)

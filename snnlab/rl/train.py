@@ -1,8 +1,8 @@
 """Build RLlib algorithms from snnlab configs and run them.
 
 ``build_algorithm_config(cfg)`` turns a validated :class:`snnlab.config.RLConfig`
-into an RLlib ``AlgorithmConfig`` (new API stack) for ``SpikingPPO`` or
-``SpikingSAC`` with the spiking module, the slope-schedule callback and the
+into an RLlib ``AlgorithmConfig`` (new API stack) for ``SpikingPPO``,
+``SpikingSAC`` or ``SpikingTD3`` with the spiking module, the slope-schedule callback and the
 schedule in ``learner_config_dict``. ``train_rl(cfg)`` runs it for a bounded
 number of iterations with a one-line progress report per iteration.
 
@@ -38,6 +38,7 @@ from .callbacks import (
     SpikeRatesCallback,
     SpikingPPO,
     SpikingSAC,
+    SpikingTD3,
     iteration_score,
 )
 from .envs import ENV_ID, make_quadrotor
@@ -80,7 +81,7 @@ def build_algorithm_config(cfg: RLConfig):
             minibatch_size=a.minibatch_size, num_epochs=a.num_epochs, grad_clip=a.grad_clip,
         )
         module_class = SpikingPPOModule
-    else:
+    elif a.name == "SAC":
         from ray.rllib.algorithms.sac import SACConfig
 
         config = SACConfig(algo_class=SpikingSAC).training(
@@ -95,6 +96,23 @@ def build_algorithm_config(cfg: RLConfig):
         ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
             min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
         module_class = spiking_sac_module_class()
+    else:
+        from .td3 import FLAT_BUFFER, TD3Config, TD3TorchRLModule
+
+        runners = cfg.runners.num_env_runners
+        config = TD3Config(algo_class=SpikingTD3).training(
+            actor_lr=a.actor_lr, critic_lr=a.critic_lr, gamma=a.gamma, tau=a.tau,
+            policy_delay=a.policy_delay, target_noise=a.target_noise,
+            target_noise_clip=a.target_noise_clip, exploration_noise=a.exploration_noise,
+            train_batch_size_per_learner=a.train_batch_size, grad_clip=a.grad_clip,
+            num_steps_sampled_before_learning_starts=a.learning_starts,
+            # DQN's round robin counts the local EnvRunner as sampling too (runners + 1)
+            training_intensity=a.updates_per_env_step * a.train_batch_size * (runners + 1) / max(runners, 1),
+            replay_buffer_config={"type": FLAT_BUFFER if a.replay_buffer == "flat" else "EpisodeReplayBuffer",
+                                  "capacity": a.replay_capacity},
+        ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
+            min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
+        module_class = TD3TorchRLModule
     config = (
         config.environment(cfg.env, env_config=dict(cfg.env_config))
         .env_runners(num_env_runners=cfg.runners.num_env_runners,
@@ -110,7 +128,8 @@ def build_algorithm_config(cfg: RLConfig):
         config = config.evaluation(evaluation_interval=cfg.evaluation.interval,
                                    evaluation_duration=cfg.evaluation.episodes,
                                    evaluation_duration_unit="episodes",
-                                   evaluation_num_env_runners=0)
+                                   evaluation_num_env_runners=0,
+                                   evaluation_config={"explore": False})  # deterministic policy
     return config
 
 

@@ -83,7 +83,7 @@ class _FromTrialConfig:
         super().__init__(config=config, **kwargs)
 
 
-from ..rl.callbacks import SpikingPPO, SpikingSAC  # noqa: E402  (after the supervised part on purpose)
+from ..rl.callbacks import SpikingPPO, SpikingSAC, SpikingTD3  # noqa: E402  (after the supervised part on purpose)
 
 
 class SweepPPO(_FromTrialConfig, SpikingPPO):
@@ -94,7 +94,11 @@ class SweepSAC(_FromTrialConfig, SpikingSAC):
     """SpikingSAC built from a sweep trial config."""
 
 
-RL_TRAINABLES = {"PPO": SweepPPO, "SAC": SweepSAC}
+class SweepTD3(_FromTrialConfig, SpikingTD3):
+    """SpikingTD3 built from a sweep trial config."""
+
+
+RL_TRAINABLES = {"PPO": SweepPPO, "SAC": SweepSAC, "TD3": SweepTD3}
 
 
 def trainable_for(sweep):

@@ -1,0 +1,468 @@
+"""TD3 (Fujimoto et al. 2018) on RLlib's new API stack, built the way RLlib builds SAC.
+
+RLlib 2.60 ships no TD3; this file adds it from RLlib's own parts, one piece per RLlib
+concept, each the counterpart of a SAC piece:
+
+=====================  ====================================  ===========================
+piece                  TD3 here                              SAC in RLlib
+=====================  ====================================  ===========================
+AlgorithmConfig        :class:`TD3Config`                    ``SACConfig``
+Algorithm              :class:`TD3` (DQN's training step)    ``SAC`` (DQN's training step)
+RLModule               :class:`TD3TorchRLModule`             ``DefaultSACTorchRLModule``
+Learner                :class:`TD3TorchLearner`              ``SACTorchLearner``
+replay buffer          RLlib's ``EpisodeReplayBuffer``       the same
+=====================  ====================================  ===========================
+
+The training step is DQN's (as for SAC): sample ``rollout_fragment_length`` steps per
+env, add the episodes to the replay buffer, and - once ``num_steps_sampled_before_learning_starts``
+env steps were sampled - draw ``train_batch_size`` transitions and make one Learner update,
+as many times per sampling round as ``training_intensity`` asks; then sync the weights to
+the EnvRunners.
+
+Actions live in [-1, 1] inside the module (RLlib's ``normalize_actions``, on by default,
+rescales them to the env's Box). One Learner update on a batch (s, a, r, s', done)::
+
+    a'   = clip(pi_targ(s') + clip(N(0, target_noise^2), -target_noise_clip, +target_noise_clip), -1, 1)
+    y    = r + gamma^n (1 - done) min(Q1_targ(s', a'), Q2_targ(s', a'))     (clipped double Q)
+    L_Q  = mean (Q1(s, a) - y)^2 + mean (Q2(s, a) - y)^2                     (every update)
+    every policy_delay-th update (the 1st, the (d+1)-th, ...):
+    L_pi = -mean Q1(s, pi(s))                                                (critics frozen)
+    theta_targ <- tau theta + (1 - tau) theta_targ   for pi, Q1 and Q2       (after L_pi's step)
+
+Exploration on the EnvRunners (``forward_exploration``, with RLlib's global env step t):
+uniform random actions while t < ``num_steps_sampled_before_learning_starts`` (the random
+warm-up), then ``clip(pi(s) + N(0, exploration_noise^2), -1, 1)``. Evaluation runners
+(``explore=False``) act with ``pi(s)``.
+
+The actor is deterministic: ``tanh`` of the spiking MLP's readout (``model_config["actor"]
+= "spiking"``, the paper's; reset mode: fresh membranes and ``num_steps`` internal steps per
+action) or of an MLP (``"mlp"``, the ANN baseline). The critics are ReLU MLPs on
+``concat(obs, action)``. ``model_config["actor_inputs"]`` (> 0) lets the actor read only the
+first that many observation values, e.g. the 18 base values of the quadrotor while the
+critics also see its action history.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.dqn.dqn import DQN, calculate_rr_weights
+from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
+from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
+from ray.rllib.core.learner.utils import make_target_network, update_target_network
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_TARGET_UPDATES,
+    REPLAY_BUFFER_ADD_DATA_TIMER,
+    REPLAY_BUFFER_SAMPLE_TIMER,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TD_ERROR_KEY,
+    TIMERS,
+)
+from torch import nn
+
+from .modules import build_network, mlp, obs_dim
+from .replay import FlatEpisodeReplayBuffer
+
+QF_PREDS = "qf_preds"
+QF_TWIN_PREDS = "qf_twin_preds"
+QF_TARGET_NEXT = "q_target_next"
+QF_LOSS_KEY = "qf_loss"
+ACTOR_UPDATED_KEY = "actor_updated"
+
+FLAT_BUFFER = "snnlab.rl.replay.FlatEpisodeReplayBuffer"
+#: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
+REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
+
+#: model_config keys the module reads (TD3Config puts them there, like DQN its epsilon)
+EXPLORATION_KEYS = ("exploration_noise", "random_steps", "target_noise", "target_noise_clip")
+
+
+class TD3Config(AlgorithmConfig):
+    """TD3's hyper-parameters; the defaults are the TD3 paper's (and the snnlab paper's).
+
+    .. code-block:: python
+
+        config = (TD3Config().environment("Pendulum-v1")
+                  .training(actor_lr=1e-3, critic_lr=1e-3, policy_delay=2))
+        algo = config.build_algo()
+        algo.train()
+    """
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or TD3)
+        self.actor_lr = 1e-3
+        self.critic_lr = 1e-3
+        self.lr = None  # per-network rates above, as in SAC
+        self.tau = 0.005
+        self.policy_delay = 2
+        self.target_noise = 0.2
+        self.target_noise_clip = 0.5
+        self.exploration_noise = 0.1
+        self.n_step = 1
+        self.training_intensity = None
+        self.target_network_update_freq = 0  # DQNLearner's knob; TD3 moves targets with the actor
+        self.replay_buffer_config = {"type": FLAT_BUFFER, "capacity": int(1e6)}
+        self.store_buffer_in_checkpoints = False
+        self.num_steps_sampled_before_learning_starts = 10_000
+        self.train_batch_size_per_learner = 256
+        self.rollout_fragment_length = 1
+        self.grad_clip = None
+        self.min_time_s_per_iteration = None
+        self.min_sample_timesteps_per_iteration = 1000
+
+    def training(self, *, actor_lr=NotProvided, critic_lr=NotProvided, tau=NotProvided,
+                 policy_delay=NotProvided, target_noise=NotProvided,
+                 target_noise_clip=NotProvided, exploration_noise=NotProvided, n_step=NotProvided,
+                 training_intensity=NotProvided, replay_buffer_config=NotProvided,
+                 store_buffer_in_checkpoints=NotProvided,
+                 num_steps_sampled_before_learning_starts=NotProvided, **kwargs) -> TD3Config:
+        """TD3's knobs (see the module docstring for where each one acts); the rest as for
+        every AlgorithmConfig (``gamma``, ``grad_clip``, ``train_batch_size_per_learner``, ...).
+
+        ``training_intensity``: transitions trained on per transition sampled, as in SAC/DQN;
+        ``train_batch_size`` times the updates per env step.
+        """
+        super().training(**kwargs)
+        for name, value in dict(
+            actor_lr=actor_lr, critic_lr=critic_lr, tau=tau, policy_delay=policy_delay,
+            target_noise=target_noise, target_noise_clip=target_noise_clip,
+            exploration_noise=exploration_noise, n_step=n_step,
+            training_intensity=training_intensity, store_buffer_in_checkpoints=store_buffer_in_checkpoints,
+            num_steps_sampled_before_learning_starts=num_steps_sampled_before_learning_starts,
+        ).items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        if replay_buffer_config is not NotProvided:
+            self.replay_buffer_config = {**self.replay_buffer_config, **replay_buffer_config}
+        return self
+
+    def validate(self) -> None:
+        super().validate()
+        checks = [
+            (self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}"),
+            (0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}"),
+            (self.target_noise >= 0.0, f"target_noise must be >= 0, got {self.target_noise}"),
+            (self.target_noise_clip >= 0.0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}"),
+            (self.exploration_noise >= 0.0, f"exploration_noise must be >= 0, got {self.exploration_noise}"),
+            (self.n_step == 1 or isinstance(self.n_step, (int, tuple)), "n_step must be an int or a pair"),
+            (self.lr is None, "TD3 uses actor_lr and critic_lr; leave lr at None"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.replay_buffer_config.get("type") in REPLAY_BUFFERS,
+             f"replay_buffer_config type must be one of {', '.join(REPLAY_BUFFERS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                self._value_error(message)
+
+    def get_rollout_fragment_length(self, worker_index: int = 0) -> int:
+        return 1 if self.rollout_fragment_length == "auto" else self.rollout_fragment_length
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=TD3TorchRLModule)
+
+    def get_default_learner_class(self):
+        return TD3TorchLearner
+
+    @property
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return super()._model_config_auto_includes | {
+            "exploration_noise": self.exploration_noise,
+            "random_steps": self.num_steps_sampled_before_learning_starts,
+            "target_noise": self.target_noise,
+            "target_noise_clip": self.target_noise_clip,
+        }
+
+
+class TD3(DQN):
+    """TD3: DQN's new-API-stack training step (replay buffer, round-robin sampling and
+    updates, weight sync) with TD3's module and learner - exactly how RLlib's SAC is built.
+
+    With the default :class:`~snnlab.rl.replay.FlatEpisodeReplayBuffer` the step is DQN's
+    with one change: the train batch comes from the buffer as columns and goes to
+    ``learner_group.update(batch=...)`` (no per-transition episode objects, no learner
+    connector). With RLlib's own ``EpisodeReplayBuffer`` it is DQN's step unchanged.
+    """
+
+    @classmethod
+    def get_default_config(cls) -> TD3Config:
+        return TD3Config()
+
+    def setup(self, config: AlgorithmConfig) -> None:
+        super().setup(config)
+        if isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer) and config.seed is not None:
+            self.local_replay_buffer.rng = np.random.default_rng(config.seed)
+
+    def training_step(self) -> None:
+        if not isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer):
+            return super().training_step()
+        store_weight, train_weight = calculate_rr_weights(self.config)
+        for _ in range(store_weight):
+            with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+                episodes, env_runner_results = synchronous_parallel_sample(
+                    worker_set=self.env_runner_group, concat=True,
+                    sample_timeout_s=self.config.sample_timeout_s,
+                    _uses_new_env_runners=True, _return_metrics=True)
+            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+                self.local_replay_buffer.add(episodes)
+
+        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        if sampled < self.config.num_steps_sampled_before_learning_starts:
+            return
+        for _ in range(train_weight):
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+                columns = self.local_replay_buffer.sample_batch(self.config.total_train_batch_size)
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)},
+                                        env_steps=len(columns[Columns.REWARDS]))
+                learner_results = self.learner_group.update(
+                    batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
+                for res in learner_results:  # TD errors are for prioritized buffers, not logs
+                    for module_results in res.values():
+                        module_results.pop(TD_ERROR_KEY, None)
+                self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(learner_results[0].keys()) - {ALL_MODULES},
+                global_vars=None, inference_only=True)
+
+
+# --- RLModule -------------------------------------------------------------------------------
+class _TanhActor(nn.Module):
+    """a = tanh(body(obs[..., :n_in])): the deterministic actor, actions in [-1, 1]."""
+
+    def __init__(self, body: nn.Module, n_in: int, spiking: bool) -> None:
+        super().__init__()
+        self.body, self.n_in, self.spiking = body, n_in, spiking
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs[..., : self.n_in]
+        y = self.body(x).out if self.spiking else self.body(x)
+        return torch.tanh(y)
+
+
+class _Critic(nn.Module):
+    """Q(s, a): a ReLU MLP on concat(obs, action)."""
+
+    def __init__(self, n_obs: int, n_act: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.net = mlp(n_obs + n_act, hidden, 1, activation=nn.ReLU)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+
+class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAPI):
+    """Deterministic actor (``pi``: spiking or MLP, tanh) + twin Q critics + target copies.
+
+    model_config keys: ``actor`` ("spiking" | "mlp"), ``actor_inputs`` (0: all observation
+    values), the spiking network's keys (see :mod:`snnlab.rl.modules`), ``hidden`` (also
+    the MLP actor's layers), ``critic_hidden``; from TD3Config: ``exploration_noise``,
+    ``random_steps``, ``target_noise``, ``target_noise_clip``.
+    """
+
+    def setup(self) -> None:
+        cfg = self.model_config
+        space = self.action_space
+        if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+            raise ValueError(f"TD3 needs a 1-D Box action space, got {space}")
+        if cfg.get("mode", "reset") != "reset":
+            raise ValueError("TD3 supports only mode 'reset' (the replay buffer holds single transitions)")
+        n_obs, n_act = obs_dim(self.observation_space), int(space.shape[0])
+        n_in = int(cfg.get("actor_inputs") or n_obs)
+        if not 0 < n_in <= n_obs:
+            raise ValueError(f"actor_inputs must be in [1, {n_obs}] (the observation size), got {n_in}")
+        kind = cfg.get("actor", "spiking")
+        if kind == "spiking":
+            body = build_network(cfg, n_in, n_act)
+        elif kind == "mlp":
+            body = mlp(n_in, list(cfg.get("hidden", [256, 256])), n_act, activation=nn.ReLU)
+        else:
+            raise ValueError(f"actor must be 'spiking' or 'mlp', got {kind!r}")
+        self.pi = _TanhActor(body, n_in, spiking=kind == "spiking")
+        if not self.inference_only:
+            hidden = list(cfg.get("critic_hidden", [256, 256]))
+            self.qf = _Critic(n_obs, n_act, hidden)
+            self.qf_twin = _Critic(n_obs, n_act, hidden)
+
+    def _param(self, key: str, default: float) -> float:
+        return float(self.model_config.get(key, default))
+
+    # --- EnvRunners -------------------------------------------------------------------------
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {Columns.ACTIONS: self.pi(batch[Columns.OBS])}
+
+    def _forward_exploration(self, batch: dict[str, Any], t: int = 0, **kwargs) -> dict[str, Any]:
+        obs = batch[Columns.OBS]
+        if t < self._param("random_steps", 0):  # random warm-up: uniform over [-1, 1]
+            n = obs.shape[0]
+            return {Columns.ACTIONS: torch.rand(n, self.action_space.shape[0]) * 2.0 - 1.0}
+        a = self.pi(obs)
+        sigma = self._param("exploration_noise", 0.1)
+        return {Columns.ACTIONS: (a + sigma * torch.randn_like(a)).clamp(-1.0, 1.0)}
+
+    # --- Learner ------------------------------------------------------------------------------
+    def smoothed_target_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """Target-policy smoothing: clip(pi_targ(s) + clip(eps, -c, c), -1, 1), eps ~ N(0, sigma^2)."""
+        a = self.target_pi(obs)
+        c = self._param("target_noise_clip", 0.5)
+        noise = (self._param("target_noise", 0.2) * torch.randn_like(a)).clamp(-c, c)
+        return (a + noise).clamp(-1.0, 1.0)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        obs, actions = batch[Columns.OBS], batch[Columns.ACTIONS]
+        out = {QF_PREDS: self.qf(obs, actions), QF_TWIN_PREDS: self.qf_twin(obs, actions)}
+        with torch.no_grad():
+            next_obs = batch[Columns.NEXT_OBS]
+            out[QF_TARGET_NEXT] = self.forward_target(
+                {Columns.OBS: next_obs, Columns.ACTIONS: self.smoothed_target_actions(next_obs)})
+        return out
+
+    def actor_q(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q1(s, pi(s)) with the critic's parameters frozen (gradient reaches the actor only)."""
+        params = list(self.qf.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            return self.qf(obs, self.pi(obs))
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    # --- RLlib APIs --------------------------------------------------------------------------
+    def make_target_networks(self) -> None:
+        self.target_pi = make_target_network(self.pi)
+        self.target_qf = make_target_network(self.qf)
+        self.target_qf_twin = make_target_network(self.qf_twin)
+
+    def get_target_network_pairs(self):
+        return [(self.pi, self.target_pi), (self.qf, self.target_qf),
+                (self.qf_twin, self.target_qf_twin)]
+
+    def forward_target(self, batch: dict[str, Any], **kwargs) -> torch.Tensor:
+        """min(Q1_targ, Q2_targ)(s, a): the clipped double-Q value."""
+        obs, actions = batch[Columns.OBS], batch[Columns.ACTIONS]
+        return torch.min(self.target_qf(obs, actions), self.target_qf_twin(obs, actions))
+
+    def compute_q_values(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.qf(batch[Columns.OBS], batch[Columns.ACTIONS])
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["qf", "qf_twin", "target_pi", "target_qf", "target_qf_twin"]
+
+
+# --- Learner --------------------------------------------------------------------------------
+class TD3TorchLearner(DQNTorchLearner):
+    """TD3's losses, the delayed actor update and the delayed Polyak target update.
+
+    Two optimizers per module, as in RLlib's SAC: ``qf`` (both critics, ``critic_lr``)
+    and ``policy`` (the actor, ``actor_lr``). The actor gets a gradient - and so an Adam
+    step - only on every ``policy_delay``-th update; its parameters' gradients are absent
+    otherwise, which torch's optimizers skip. The targets move right after an actor step.
+    """
+
+    def build(self) -> None:
+        super().build()
+        self._updates: dict[str, int] = defaultdict(int)
+        self._actor_updated: dict[str, bool] = {}
+
+    def configure_optimizers_for_module(self, module_id, config: AlgorithmConfig = None) -> None:
+        module = self._module[module_id]
+        critic = self.get_parameters(module.qf) + self.get_parameters(module.qf_twin)
+        self.register_optimizer(module_id=module_id, optimizer_name="qf",
+                                optimizer=torch.optim.Adam(critic), params=critic,
+                                lr_or_lr_schedule=config.critic_lr)
+        actor = self.get_parameters(module.pi)
+        self.register_optimizer(module_id=module_id, optimizer_name="policy",
+                                optimizer=torch.optim.Adam(actor), params=actor,
+                                lr_or_lr_schedule=config.actor_lr)
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        module = self._module[module_id].unwrapped()
+        not_done = 1.0 - batch[Columns.TERMINATEDS].float()
+        target = (batch[Columns.REWARDS] + config.gamma ** batch["n_step"] * not_done
+                  * fwd_out[QF_TARGET_NEXT]).detach()
+        q1, q2 = fwd_out[QF_PREDS], fwd_out[QF_TWIN_PREDS]
+        weights = batch["weights"]  # importance weights (1 unless prioritized replay)
+        critic_loss = (weights * (q1 - target) ** 2).mean() + (weights * (q2 - target) ** 2).mean()
+        td_error = 0.5 * ((q1 - target).abs() + (q2 - target).abs()).detach()
+
+        update_actor = self._updates[module_id] % config.policy_delay == 0
+        self._updates[module_id] += 1
+        self._actor_updated[module_id] = update_actor
+        total = critic_loss
+        metrics = {QF_LOSS_KEY: critic_loss, "qf_mean": q1.mean(), "qf_max": q1.max(),
+                   "qf_min": q1.min(), "td_error_mean": td_error.mean()}
+        if update_actor:
+            actor_loss = -module.actor_q(batch[Columns.OBS]).mean()
+            total = total + actor_loss
+            metrics[POLICY_LOSS_KEY] = actor_loss
+        self.metrics.log_value((module_id, TD_ERROR_KEY), td_error, reduce="item_series")
+        self.metrics.log_dict(metrics, key=module_id, window=1)
+        return total
+
+    def compute_gradients(self, loss_per_module, **kwargs):
+        # One backward: the critic loss reaches only the critics (targets are detached), the
+        # actor loss only the actor (critics frozen in actor_q). Absent gradients (the actor
+        # between delayed updates) are left out, so its optimizer skips the step.
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        return {pid: g for pid, g in grads.items() if g is not None}
+
+    def postprocess_gradients_for_module(self, *, module_id, config=None, module_gradients_dict):
+        if not module_gradients_dict:
+            return module_gradients_dict
+        if not self._actor_updated.get(module_id, True) and config.grad_clip:
+            # clip the critic's gradients only (an empty actor dict has no norm to clip)
+            optim = self.get_optimizer(module_id, "qf")
+            critic = self.filter_param_dict_for_optimizer(module_gradients_dict, optim)
+            from ray.rllib.utils.torch_utils import clip_gradients
+
+            clip_gradients(critic, grad_clip=config.grad_clip, grad_clip_by=config.grad_clip_by)
+            return module_gradients_dict
+        return super().postprocess_gradients_for_module(
+            module_id=module_id, config=config, module_gradients_dict=module_gradients_dict)
+
+    def after_gradient_based_update(self, *, timesteps) -> None:
+        # Skip DQNLearner's every-update target sync: TD3 moves the targets after actor steps.
+        super(DQNLearner, self).after_gradient_based_update(timesteps=timesteps)
+        for module_id, module in self.module._rl_modules.items():
+            if not self._actor_updated.get(module_id, False):
+                continue
+            tau = self.config.get_config_for_module(module_id).tau
+            for main, target in module.unwrapped().get_target_network_pairs():
+                update_target_network(main_net=main, target_net=target, tau=tau)
+            self.metrics.log_value((module_id, NUM_TARGET_UPDATES), 1, reduce="lifetime_sum")
+            self._actor_updated[module_id] = False
+
+    def get_state(self, *args, **kwargs):
+        state = super().get_state(*args, **kwargs)
+        state["td3_updates"] = dict(self._updates)
+        return state
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if "td3_updates" in state:
+            self._updates = defaultdict(int, state["td3_updates"])
+
+
+__all__ = ["TD3", "TD3Config", "TD3TorchLearner", "TD3TorchRLModule"]

@@ -1,0 +1,296 @@
+"""TD3 (snnlab.rl.td3): loss terms against hand-computed numbers, the delayed actor and target
+updates, exploration, the flat replay buffer against RLlib's, and the algorithm end to end."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
+
+from snnlab.cli import main
+from snnlab.config import validate_experiment
+from snnlab.rl.replay import FlatEpisodeReplayBuffer
+from snnlab.rl.td3 import QF_PREDS, QF_TARGET_NEXT, QF_TWIN_PREDS, TD3TorchRLModule
+from snnlab.rl.train import build_algorithm_config, iteration_row
+
+from .helpers import CONFIGS, write_yaml
+
+OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+ACT = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+TINY_TD3 = {"name": "TD3", "train_batch_size": 32, "learning_starts": 64,
+            "env_steps_per_iteration": 64, "replay_capacity": 2000}
+
+
+def module(actor="mlp", **cfg):
+    m = TD3TorchRLModule(observation_space=OBS, action_space=ACT, model_config={
+        "actor": actor, "hidden": [8], "critic_hidden": [8], "num_steps": 2, "slope": 5.0, **cfg})
+    m.make_target_networks()
+    return m
+
+
+def constant(critic, value):
+    """Make a critic output `value` for every input (last layer: zero weights, bias = value)."""
+    last = critic.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(value)
+
+
+def rl_cfg(env="Pendulum-v1", algorithm=None, model=None, **extra):
+    data = {"kind": "rl", "env": env, "algorithm": {**TINY_TD3, **(algorithm or {})},
+            "model": {"hidden": [16, 16], "num_steps": 2, "critic_hidden": [16], **(model or {})},
+            "slope": {"kind": "fixed", "k": 5}, "logging": {"wandb": "off"}, **extra}
+    return validate_experiment(data, "test")
+
+
+# --- the module -------------------------------------------------------------------------------
+def test_smoothing_noise_is_clipped_and_actions_stay_in_range():
+    m = module(target_noise=10.0, target_noise_clip=0.5)
+    obs = torch.randn(4000, 3)
+    base = m.target_pi(obs)
+    a = m.smoothed_target_actions(obs)
+    assert a.abs().max() <= 1.0
+    inner = base.abs() < 0.4  # far enough from the bounds that only the noise clip acts
+    d = (a - base)[inner]
+    assert d.abs().max() <= 0.5 + 1e-6
+    assert (d.abs() > 0.499).float().mean() > 0.9  # noise of std 10 almost always hits the clip
+    m0 = module(target_noise=0.0)
+    assert torch.equal(m0.smoothed_target_actions(obs), m0.target_pi(obs))
+
+
+def test_target_is_the_min_of_the_twin_target_critics():
+    m = module(target_noise=0.0)
+    constant(m.target_qf, 3.0)
+    constant(m.target_qf_twin, -1.5)
+    batch = {Columns.OBS: torch.randn(5, 3), Columns.ACTIONS: torch.rand(5, 2) * 2 - 1,
+             Columns.NEXT_OBS: torch.randn(5, 3)}
+    out = m.forward_train(batch)
+    assert torch.allclose(out[QF_TARGET_NEXT], torch.full((5,), -1.5))
+    constant(m.target_qf, -7.0)
+    assert torch.allclose(m.forward_train(batch)[QF_TARGET_NEXT], torch.full((5,), -7.0))
+    assert QF_PREDS in out and QF_TWIN_PREDS in out
+
+
+def test_exploration_random_warmup_then_gaussian_noise_inference_deterministic():
+    m = module(exploration_noise=0.1, random_steps=100)
+    obs = {Columns.OBS: torch.zeros(20000, 3)}
+    torch.set_grad_enabled(False)  # as on an EnvRunner
+    warm = m.forward_exploration(obs, t=99)[Columns.ACTIONS]
+    assert warm.min() >= -1 and warm.max() <= 1 and float(warm.std()) == pytest.approx(1 / math.sqrt(3), rel=0.02)
+    det = m.forward_inference(obs)[Columns.ACTIONS]
+    noisy = m.forward_exploration(obs, t=100)[Columns.ACTIONS]
+    assert torch.equal(det, m.forward_inference(obs)[Columns.ACTIONS])
+    inner = det.abs() < 0.6
+    assert float((noisy - det)[inner].std()) == pytest.approx(0.1, rel=0.05)
+    torch.set_grad_enabled(True)
+
+
+@pytest.mark.parametrize("actor", ["spiking", "mlp"])
+def test_actor_inputs_reads_only_the_first_values(actor):
+    m = module(actor, actor_inputs=2)
+    obs = torch.randn(6, 3)
+    changed = obs.clone()
+    changed[:, 2] += 5.0
+    assert torch.equal(m.pi(obs), m.pi(changed))
+    assert not torch.equal(m.qf(obs, m.pi(obs)), m.qf(changed, m.pi(obs)))
+    with pytest.raises(ValueError, match="actor_inputs must be in"):
+        module(actor, actor_inputs=4)
+
+
+# --- the learner --------------------------------------------------------------------------------
+def _batch(n=16, seed=0):
+    g = np.random.default_rng(seed)
+    cols = {Columns.OBS: g.normal(size=(n, 3)).astype(np.float32),
+            Columns.ACTIONS: g.uniform(-1, 1, (n, 1)).astype(np.float32),  # Pendulum: 1 action
+            Columns.REWARDS: g.normal(size=n).astype(np.float32),
+            Columns.NEXT_OBS: g.normal(size=(n, 3)).astype(np.float32),
+            Columns.TERMINATEDS: g.random(n) < 0.3,
+            "weights": np.ones(n, np.float32), "n_step": np.ones(n, np.int64)}
+    return cols
+
+
+def _snapshot(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _same(a, net):
+    return all(torch.equal(x, p) for x, p in zip(a, net.parameters()))
+
+
+@pytest.fixture
+def learner_algo(ray_session):
+    cfg = rl_cfg(algorithm={"policy_delay": 2, "tau": 0.25, "gamma": 0.9},
+                 model={"actor": "mlp", "hidden": [8]})
+    algo = build_algorithm_config(cfg).build_algo()
+    yield algo
+    algo.stop()
+
+
+def test_critic_loss_matches_hand_computed_numbers(learner_algo):
+    learner = learner_algo.learner_group._learner
+    m = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    constant(m.qf, 1.0)
+    constant(m.qf_twin, 2.0)
+    constant(m.target_qf, 4.0)
+    constant(m.target_qf_twin, 3.0)
+    cols = _batch(4)
+    cols[Columns.REWARDS] = np.array([1.0, 0.0, -1.0, 0.5], np.float32)
+    cols[Columns.TERMINATEDS] = np.array([False, True, False, False])
+    batch = {k: torch.as_tensor(v) for k, v in cols.items()}
+    fwd = m.forward_train(batch)
+    learner._updates[DEFAULT_MODULE_ID] = 1  # a critic-only step
+    loss = learner.compute_loss_for_module(module_id=DEFAULT_MODULE_ID, config=learner.config,
+                                           batch=batch, fwd_out=fwd)
+    y = np.array([1 + 0.9 * 3, 0.0, -1 + 0.9 * 3, 0.5 + 0.9 * 3])  # min(4, 3) = 3; done: no bootstrap
+    expected = np.mean((1 - y) ** 2) + np.mean((2 - y) ** 2)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_actor_and_targets_move_only_every_policy_delay_updates(learner_algo):
+    learner = learner_algo.learner_group._learner
+    m = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    learner._updates[DEFAULT_MODULE_ID] = 0
+    actor_moved, target_moved = [], []
+    for step in range(5):
+        pi, qf = _snapshot(m.pi), _snapshot(m.qf)
+        t_pi, t_qf = _snapshot(m.target_pi), _snapshot(m.target_qf)
+        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(_batch(seed=step))}, env_steps=16)
+        learner.update(batch=batch, timesteps={"num_env_steps_sampled_lifetime": 1000})
+        assert not _same(qf, m.qf), "the critic updates at every step"
+        actor_moved.append(not _same(pi, m.pi))
+        target_moved.append(not _same(t_pi, m.target_pi))
+        if target_moved[-1]:  # Polyak: new target = tau * new main + (1 - tau) * old target
+            for old, main, new in zip(t_qf, m.qf.parameters(), m.target_qf.parameters()):
+                assert torch.allclose(new, 0.25 * main + 0.75 * old, atol=1e-6)
+        else:
+            assert _same(t_qf, m.target_qf)
+    assert actor_moved == [True, False, True, False, True]
+    assert target_moved == actor_moved
+
+
+# --- the replay buffer ------------------------------------------------------------------------
+def _episodes(seed=0):
+    g = np.random.default_rng(seed)
+    eps = []
+    for length, terminated in ((5, True), (7, False), (3, True)):
+        obs = [g.normal(size=3).astype(np.float32) for _ in range(length + 1)]
+        eps.append(SingleAgentEpisode(
+            observations=obs, actions=[g.uniform(-1, 1, 2).astype(np.float32) for _ in range(length)],
+            rewards=[float(r) for r in g.normal(size=length)], terminated=terminated,
+            truncated=not terminated, observation_space=OBS, action_space=ACT, len_lookback_buffer=0))
+    return eps
+
+
+def _key(o, a, r, o2, d):
+    return (tuple(np.round(o, 5)), tuple(np.round(a, 5)), round(float(r), 5), tuple(np.round(o2, 5)), bool(d))
+
+
+def test_flat_buffer_samples_what_rllibs_episode_buffer_samples():
+    eps = _episodes()
+    ours, theirs = FlatEpisodeReplayBuffer(capacity=100, seed=0), EpisodeReplayBuffer(capacity=100)
+    ours.add([e for e in _episodes()])
+    theirs.add(eps)
+    assert len(ours) == len(theirs) == 15
+    b = ours.sample_batch(3000)
+    seen_ours = {_key(*row) for row in zip(b[Columns.OBS], b[Columns.ACTIONS], b[Columns.REWARDS],
+                                           b[Columns.NEXT_OBS], b[Columns.TERMINATEDS])}
+    seen_theirs = set()
+    for ep in theirs.sample(num_items=600, n_step=1, gamma=0.99, sample_episodes=True):
+        seen_theirs.add(_key(ep.get_observations(0), ep.get_actions(0), ep.get_rewards(0),
+                             ep.get_observations(-1), ep.is_terminated))
+    assert seen_ours == seen_theirs and len(seen_ours) == 15
+    assert b[Columns.TERMINATEDS].mean() == pytest.approx(2 / 15, abs=0.03)  # uniform over the 15
+    assert (b["weights"] == 1).all() and (b["n_step"] == 1).all()
+
+
+def test_flat_buffer_continues_chunks_rings_and_checkpoints():
+    g = np.random.default_rng(1)
+    obs = [g.normal(size=3).astype(np.float32) for _ in range(9)]
+    full = SingleAgentEpisode(observations=obs, actions=[np.full(2, i, np.float32) for i in range(8)],
+                              rewards=list(range(8)), observation_space=OBS, action_space=ACT,
+                              len_lookback_buffer=0)
+    chunk1, chunk2 = full.slice(slice(0, 3)), full.slice(slice(3, 8))
+    buf = FlatEpisodeReplayBuffer(capacity=6, seed=0)
+    buf.add([chunk1])
+    buf.add([chunk2])
+    assert len(buf) == 6 and buf.get_added_timesteps() == 8  # the two oldest left the ring
+    b = buf.sample_batch(500)
+    assert set(b[Columns.REWARDS].astype(int)) == {2, 3, 4, 5, 6, 7}
+    for r, o, o2 in zip(b[Columns.REWARDS].astype(int), b[Columns.OBS], b[Columns.NEXT_OBS]):
+        assert np.array_equal(o, obs[r]) and np.array_equal(o2, obs[r + 1])  # across the chunk seam
+    state = buf.get_state()
+    other = FlatEpisodeReplayBuffer(capacity=6)
+    other.set_state(state)
+    assert all(np.array_equal(x, y) for x, y in zip(other.sample_batch(8).values(), buf.sample_batch(8).values()))
+    with pytest.raises(ValueError, match="1-step transitions only"):
+        buf.sample(4, n_step=3)
+
+
+# --- the algorithm ----------------------------------------------------------------------------
+@pytest.mark.parametrize("replay_buffer", ["flat", "episode"])
+def test_td3_with_spiking_actor_trains_with_either_buffer(ray_session, replay_buffer):
+    cfg = rl_cfg(algorithm={"replay_buffer": replay_buffer},
+                 evaluation={"interval": 1, "episodes": 1})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        m = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+        assert type(m.pi.body).__name__ == "SpikingMLP"
+        w0 = m.pi.body.linears[0].weight.detach().clone()
+        results = [algo.train() for _ in range(3)]
+        row = iteration_row(results[-1])
+        assert row["env_steps"] >= 192 and not math.isnan(row["eval_return_mean"])
+        assert not torch.equal(w0, m.pi.body.linears[0].weight)
+        assert all(0 < results[-1][f"spike_rate/layer{i}"] < 1 for i in range(2))
+        assert row["slope"] == 5.0
+    finally:
+        algo.stop()
+
+
+def test_td3_checkpoint_restores_schedule_and_update_count(ray_session, tmp_path):
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    cfg = rl_cfg(slope={"kind": "interval", "k_start": 1, "k_end": 100, "every": 1, "stages": 3})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        [algo.train() for _ in range(2)]
+        updates = dict(algo.learner_group._learner._updates)
+        algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert type(restored).__name__ == "SpikingTD3"
+        assert restored.slope_schedule.k == pytest.approx(100)
+        assert dict(restored.learner_group._learner._updates) == updates and updates[DEFAULT_MODULE_ID] > 0
+        assert restored.train()["slope"] == pytest.approx(100)
+    finally:
+        restored.stop()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("algorithm: {name: TD3, policy_delay: 0}\n", "algorithm.TD3.policy_delay: Input should be greater than or equal to 1"),
+    ("algorithm: {name: TD3}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO: TD3"),
+    ("algorithm: {name: TD3, replay_buffer: prioritized}\n", "algorithm.TD3.replay_buffer: Input should be 'flat' or 'episode'"),
+    ("model: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
+])
+def test_invalid_td3_config_exits_2(tmp_path, capsys, monkeypatch, text, expected):
+    import snnlab.rl.train as rl_train
+
+    monkeypatch.setattr(rl_train, "ensure_ray", lambda *a, **k: pytest.fail("Ray was started"))
+    path = write_yaml(tmp_path / "rl.yaml", "kind: rl\nenv: Pendulum-v1\n" + text)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_shipped_td3_config_is_valid():
+    from snnlab.config import load_experiment
+
+    cfg = load_experiment(CONFIGS / "rl_pendulum_td3.yaml")
+    assert cfg.algorithm.name == "TD3" and cfg.model.actor == "mlp"
