@@ -297,6 +297,15 @@ class RunnersConfig(Strict):
     num_env_runners: int = Field(0, ge=0)
     num_envs_per_env_runner: int = Field(1, gt=0)
     num_learners: int = Field(0, ge=0)
+    vectorize_mode: Literal["sync", "async", "vector_entry_point"] = Field(
+        "sync", description="how an EnvRunner batches its envs (RLlib's gym_env_vectorize_mode): "
+        "sync: gymnasium's SyncVectorEnv of single envs; vector_entry_point: the env's own batched "
+        "class (snnlab/QuadrotorHover-v0: N drones in one numpy step)")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch threads of the process running `snnlab train` (its Learner and "
+        "local EnvRunner when num_learners / num_env_runners are 0); null: torch's default. 1 avoids "
+        "OpenMP stalls when another process shares the cores (TD3's batch-256 update: 5 ms with 1 "
+        "thread, 250-600 ms with 2 while one core was busy)")
 
 
 class EvaluationConfig(Strict):

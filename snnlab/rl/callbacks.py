@@ -29,6 +29,7 @@ from torch import nn
 
 from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
 from ..spiking import get_slope, set_slope
+from .curriculum import CurriculumStateMixin
 from .td3 import TD3
 
 SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
@@ -212,6 +213,20 @@ class SpikeRatesCallback(RLlibCallback):
             result[f"spike_rate/layer{i}"] = r
 
 
+FULL_EPISODES_KEY = "full_episode_fraction"
+
+
+class FullEpisodesCallback(RLlibCallback):
+    """Per finished episode, 1 if it ran to its time limit (truncated, never terminated - for
+    the quadrotor: all 500 steps inside the box) else 0; averaged by RLlib into
+    ``env_runners/full_episode_fraction`` (and ``evaluation/env_runners/...``)."""
+
+    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        if metrics_logger is not None:
+            full = float(episode.is_truncated and not episode.is_terminated)
+            metrics_logger.log_value(FULL_EPISODES_KEY, full, reduce="mean", window=1000, clear_on_reduce=True)
+
+
 class SlopeScheduleMixin:
     """Adds the slope schedule's state to an Algorithm's checkpointable state."""
 
@@ -232,13 +247,14 @@ class SlopeScheduleMixin:
             apply_slope(self, self.slope_schedule.k)
 
 
-class SpikingPPO(SlopeScheduleMixin, PPO):
-    """RLlib's PPO whose checkpoints also hold the slope schedule."""
+class SpikingPPO(CurriculumStateMixin, SlopeScheduleMixin, PPO):
+    """RLlib's PPO whose checkpoints also hold the slope schedule and the reward curriculum."""
 
 
-class SpikingSAC(SlopeScheduleMixin, SAC):
-    """RLlib's SAC whose checkpoints also hold the slope schedule."""
+class SpikingSAC(CurriculumStateMixin, SlopeScheduleMixin, SAC):
+    """RLlib's SAC whose checkpoints also hold the slope schedule and the reward curriculum."""
 
 
-class SpikingTD3(SlopeScheduleMixin, TD3):
-    """snnlab's TD3 (:mod:`snnlab.rl.td3`) whose checkpoints also hold the slope schedule."""
+class SpikingTD3(CurriculumStateMixin, SlopeScheduleMixin, TD3):
+    """snnlab's TD3 (:mod:`snnlab.rl.td3`) whose checkpoints also hold the slope schedule and
+    the reward curriculum."""

@@ -32,7 +32,9 @@ from ..config import RLConfig
 from ..rundir import next_version_dir
 from .callbacks import (
     DIAGNOSTICS_KEY,
+    FULL_EPISODES_KEY,
     SCHEDULE_KEY,
+    FullEpisodesCallback,
     GradientDiagnosticsCallback,
     SlopeScheduleCallback,
     SpikeRatesCallback,
@@ -41,6 +43,7 @@ from .callbacks import (
     SpikingTD3,
     iteration_score,
 )
+from .curriculum import CurriculumCallback
 from .envs import ENV_ID, make_quadrotor
 
 
@@ -116,10 +119,12 @@ def build_algorithm_config(cfg: RLConfig):
     config = (
         config.environment(cfg.env, env_config=dict(cfg.env_config))
         .env_runners(num_env_runners=cfg.runners.num_env_runners,
-                     num_envs_per_env_runner=cfg.runners.num_envs_per_env_runner)
+                     num_envs_per_env_runner=cfg.runners.num_envs_per_env_runner,
+                     gym_env_vectorize_mode=cfg.runners.vectorize_mode)
         .learners(num_learners=cfg.runners.num_learners)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
-        .callbacks([SlopeScheduleCallback, SpikeRatesCallback, GradientDiagnosticsCallback])
+        .callbacks([SlopeScheduleCallback, SpikeRatesCallback, GradientDiagnosticsCallback,
+                    CurriculumCallback, FullEpisodesCallback])  # the curriculum: a no-op unless env_config has a staged reward
         .debugging(seed=cfg.seed)
         .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump(),
                                        DIAGNOSTICS_KEY: cfg.diagnostics.model_dump()})
@@ -155,10 +160,14 @@ def iteration_row(result: dict) -> dict[str, float]:
         "env_steps": er.get("num_env_steps_sampled_lifetime", nan),
         "episode_return_mean": er.get("episode_return_mean", nan),
         "eval_return_mean": ev.get("episode_return_mean", nan),
+        "episode_len_mean": er.get("episode_len_mean", nan),
+        "eval_len_mean": ev.get("episode_len_mean", nan),
+        "eval_full_episodes": ev.get(FULL_EPISODES_KEY, nan),
         "score": nan if score is None else score,
         "slope": result.get("slope", nan),
         "slope_next": result.get("slope_next", nan),
         "time_total_s": result.get("time_total_s", nan),
+        **({"curriculum_stage": result["curriculum_stage"]} if "curriculum_stage" in result else {}),
         **{k: v for k, v in result.items() if k.startswith(("spike_rate/", "grad/"))},
     }
 
@@ -171,6 +180,10 @@ def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RL
     run_dir = Path(run_dir) if run_dir else next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    if cfg.runners.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runners.torch_threads)
     started = ensure_ray()
     algo = build_algorithm_config(cfg).build_algo()
     writer = wandb_run = None
