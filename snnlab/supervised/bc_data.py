@@ -198,7 +198,7 @@ def _episode_streams(seed: int, start: int, count: int):
     return seeds, [np.random.default_rng(c) for c in children]
 
 
-def generate(spec: BCDatasetSpec, num_envs: int = 64, progress: bool = True,
+def generate(spec: BCDatasetSpec, num_envs: int = 256, progress: bool = True,
              max_attempts: int | None = None) -> BCDataset:
     """Roll the expert out as ``spec`` says; independent of ``num_envs`` (the batch width).
 
@@ -367,7 +367,7 @@ def dataset_path(spec: BCDatasetSpec, root: str | Path | None = None) -> Path:
 
 
 def load_or_generate(spec: BCDatasetSpec, root: str | Path | None = None, regenerate: bool = False,
-                     num_envs: int = 64, progress: bool = True,
+                     num_envs: int = 256, progress: bool = True,
                      generator: Callable[..., BCDataset] | None = None) -> BCDataset:
     """The dataset of ``spec`` from ``<root>/bc_hover_<hash>.npz``, generated (and cached) if missing.
 
