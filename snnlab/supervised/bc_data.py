@@ -206,9 +206,7 @@ def generate(spec: BCDatasetSpec, num_envs: int = 256, progress: bool = True,
     ``spec.episodes`` of ``max_attempts`` (default ``2 * episodes + 64``)
     episodes stay in the box.
     """
-    import gymnasium as gym
-
-    import snnlab.rl.envs  # noqa: F401  (registers the env)
+    import gymnasium as gym  # (snnlab.rl.envs, imported above, registers ENV_ID)
 
     env = gym.make_vec(ENV_ID, num_envs=int(num_envs), vectorization_mode="vector_entry_point",
                        **dict(spec.env_config))
