@@ -219,12 +219,21 @@ FULL_EPISODES_KEY = "full_episode_fraction"
 class FullEpisodesCallback(RLlibCallback):
     """Per finished episode, 1 if it ran to its time limit (truncated, never terminated - for
     the quadrotor: all 500 steps inside the box) else 0; averaged by RLlib into
-    ``env_runners/full_episode_fraction`` (and ``evaluation/env_runners/...``)."""
+    ``env_runners/full_episode_fraction`` over the last ``metrics_num_episodes_for_smoothing``
+    episodes (as RLlib's return mean) and into ``evaluation/env_runners/full_episode_fraction``
+    over the last ``evaluation_duration`` episodes (one evaluation's)."""
 
-    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
-        if metrics_logger is not None:
-            full = float(episode.is_truncated and not episode.is_terminated)
-            metrics_logger.log_value(FULL_EPISODES_KEY, full, reduce="mean", window=1000, clear_on_reduce=True)
+    def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
+        if metrics_logger is None:
+            return
+        config = getattr(env_runner, "config", None)
+        window = 100
+        if config is not None:
+            window = (config.evaluation_duration if config.in_evaluation
+                      and config.evaluation_duration_unit == "episodes" and config.evaluation_duration != "auto"
+                      else config.metrics_num_episodes_for_smoothing)
+        full = float(episode.is_truncated and not episode.is_terminated)
+        metrics_logger.log_value(FULL_EPISODES_KEY, full, reduce="mean", window=int(window))
 
 
 class SlopeScheduleMixin:

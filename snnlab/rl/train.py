@@ -209,9 +209,12 @@ def train_rl(cfg: RLConfig, run_dir: str | Path | None = None, echo=_echo) -> RL
             score = row["score"]
             if not math.isnan(score):
                 best = max(best, score)
+            full = row["eval_full_episodes"]  # only where an evaluation ran and reported it
             echo(f"iter {int(row['iteration']):4d} | return {row['episode_return_mean']:8.2f} | "
                  f"score {score:8.2f} | slope {row['slope']:7.3g} | "
-                 f"env steps {int(row['env_steps']):7d} | {time.perf_counter() - t0:6.1f} s")
+                 f"env steps {int(row['env_steps']):7d} | "
+                 + ("" if math.isnan(full) else f"eval full {full:4.0%} | ")
+                 + f"{time.perf_counter() - t0:6.1f} s")
             if cfg.logging.csv:
                 _write_csv(run_dir / "progress.csv", rows)
             step = int(row["iteration"])
