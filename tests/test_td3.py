@@ -294,3 +294,40 @@ def test_shipped_td3_config_is_valid():
 
     cfg = load_experiment(CONFIGS / "rl_pendulum_td3.yaml")
     assert cfg.algorithm.name == "TD3" and cfg.model.actor == "mlp"
+
+
+def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):
+    cfg = rl_cfg("snnlab/QuadrotorHover-v0",
+                 algorithm={"rollout_fragment_length": 4, "updates_per_env_step": 0.25},
+                 model={"actor_inputs": 18},
+                 env_config={"reward": "paper", "action_history": 32, "max_steps": 5,
+                             "curriculum_steps_per_stage": 64},
+                 runners={"num_envs_per_env_runner": 8, "vectorize_mode": "vector_entry_point"},
+                 evaluation={"interval": 1, "episodes": 8})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        assert type(algo.env_runner.env.unwrapped).__name__ == "QuadrotorHoverVector"
+        m = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+        assert m.pi.n_in == 18 and m.qf.net[0].in_features == 146 + 4
+        results = [algo.train() for _ in range(3)]
+        rows = [iteration_row(r) for r in results]
+        assert [r["curriculum_stage"] for r in rows] == sorted(r["curriculum_stage"] for r in rows)
+        assert rows[-1]["curriculum_stage"] >= 2
+        # 5-step episodes from the paper's initial states: every one ends by the time limit
+        assert rows[-1]["eval_full_episodes"] == 1.0 and rows[-1]["eval_len_mean"] == 5
+    finally:
+        algo.stop()
+
+
+def test_fly_scores_an_expert_and_a_falling_drone():
+    from snnlab.rl.expert import HoverExpert
+    from snnlab.rl.fly import fly
+    from snnlab.rl.vector_env import QuadrotorHoverVector
+
+    expert = HoverExpert(QuadrotorHoverVector(num_envs=1))
+    good = fly(expert, episodes=20, seed=0)
+    assert good.full_fraction >= 0.9 and good.length_mean > 450
+    off = fly(lambda obs: -np.ones((len(obs), 4), np.float32), episodes=20, seed=0)  # motors off
+    assert off.full_fraction == 0.0 and off.length_mean < 100 and off.return_mean < good.return_mean
+    again = fly(expert, episodes=20, seed=0)
+    assert again == good  # same seed, same initial states, same flights
