@@ -236,7 +236,8 @@ def test_flat_buffer_continues_chunks_rings_and_checkpoints():
 @pytest.mark.parametrize("replay_buffer", ["flat", "episode"])
 def test_td3_with_spiking_actor_trains_with_either_buffer(ray_session, replay_buffer):
     cfg = rl_cfg(algorithm={"replay_buffer": replay_buffer},
-                 evaluation={"interval": 1, "episodes": 1})
+                 evaluation={"interval": 1, "episodes": 1},
+                 diagnostics={"every": 3, "k_ref": 100, "probe_batch": 16})
     algo = build_algorithm_config(cfg).build_algo()
     try:
         m = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
@@ -248,6 +249,9 @@ def test_td3_with_spiking_actor_trains_with_either_buffer(ray_session, replay_bu
         assert not torch.equal(w0, m.pi.body.linears[0].weight)
         assert all(0 < results[-1][f"spike_rate/layer{i}"] < 1 for i in range(2))
         assert row["slope"] == 5.0
+        # gradient diagnostics of the spiking actor (PAPER.md's probe) every 3 iterations
+        assert 0 < results[-1]["grad/layer0/cosine"] < 1 and results[-1]["grad/layer0/magnitude"] > 0
+        assert "grad/layer0/cosine" not in results[0]
     finally:
         algo.stop()
 
@@ -289,11 +293,29 @@ def test_invalid_td3_config_exits_2(tmp_path, capsys, monkeypatch, text, expecte
     assert len(err.splitlines()) == 1 and expected in err, err
 
 
-def test_shipped_td3_config_is_valid():
+def test_shipped_td3_configs_are_valid():
     from snnlab.config import load_experiment
 
     cfg = load_experiment(CONFIGS / "rl_pendulum_td3.yaml")
     assert cfg.algorithm.name == "TD3" and cfg.model.actor == "mlp"
+    drone = load_experiment(CONFIGS / "rl_quadrotor_td3.yaml")
+    assert drone.model.actor == "spiking" and drone.model.hidden == [256, 128]
+    assert drone.env_config["action_history"] == 32 and drone.runners.vectorize_mode == "vector_entry_point"
+
+
+def test_td3_sweep_smoke(ray_session, tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: td3
+base: {CONFIGS / 'rl_pendulum_td3.yaml'}
+set: {{model.actor: spiking, model.hidden: [16], logging.wandb: off}}
+settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 100}}]
+seeds: [0]
+""")
+    rc = main(["sweep", str(path), "--budget", "smoke", "--storage", str(tmp_path / "runs"),
+               "--wandb", "off", "--verbose", "0"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    md = (tmp_path / "runs" / "td3" / "summary.md").read_text()
+    assert "fixed-k2" in md and "fixed-k100" in md
 
 
 def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):

@@ -92,6 +92,13 @@ FLAT_BUFFER = "snnlab.rl.replay.FlatEpisodeReplayBuffer"
 #: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
 REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
 
+def _known_buffer(kind) -> bool:
+    """A name of REPLAY_BUFFERS, or the class RLlib's from_config may have put in its place."""
+    from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
+
+    return kind in REPLAY_BUFFERS or (isinstance(kind, type) and issubclass(kind, EpisodeReplayBuffer))
+
+
 #: model_config keys the module reads (TD3Config puts them there, like DQN its epsilon)
 EXPLORATION_KEYS = ("exploration_noise", "random_steps", "target_noise", "target_noise_clip")
 
@@ -166,7 +173,7 @@ class TD3Config(AlgorithmConfig):
             (self.n_step == 1 or isinstance(self.n_step, (int, tuple)), "n_step must be an int or a pair"),
             (self.lr is None, "TD3 uses actor_lr and critic_lr; leave lr at None"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
-            (self.replay_buffer_config.get("type") in REPLAY_BUFFERS,
+            (_known_buffer(self.replay_buffer_config.get("type")),
              f"replay_buffer_config type must be one of {', '.join(REPLAY_BUFFERS)}"),
         ]
         for ok, message in checks:
