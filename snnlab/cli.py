@@ -67,8 +67,14 @@ def _cmd_train(args) -> int:
     from .supervised import train_supervised
 
     res = train_supervised(cfg)
-    print(f"final val_acc: {res.final_val_acc:.4f}  (best {res.best_val_acc:.4f}, "
-          f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
+    if res.final_metrics is not None:  # behaviour cloning
+        m = res.final_metrics
+        print(f"final eval_return: {m['eval_return']:.2f}  (full episodes {m['eval_full_fraction']:.2f}, "
+              f"best {res.score_name} {res.best_score:.2f}, val_loss {m['val_loss']:.4f}, "
+              f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
+    else:
+        print(f"final val_acc: {res.final_val_acc:.4f}  (best {res.best_val_acc:.4f}, "
+              f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
     print(f"run directory: {res.run_dir}")
     return 0
 
@@ -321,9 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     user_errors: tuple[type[BaseException], ...] = (ConfigError,)
     try:
+        from .supervised.bc_data import DatasetError
         from .supervised.data import DataError
 
-        user_errors += (DataError,)
+        user_errors += (DataError, DatasetError)
     except ImportError:  # pragma: no cover - lightning missing
         pass
     try:

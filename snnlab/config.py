@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from .schedules import SlopeSchedule, make_schedule
 from .spiking.surrogate import SURROGATES
@@ -136,6 +137,69 @@ class DataConfig(Strict):
     limit: int | None = Field(None, gt=0, description="use only the first N training samples")
 
 
+class BCEvalConfig(Strict):
+    """How the behaviour clone is flown (snnlab.rl.fly.fly) during training."""
+
+    every: int = Field(1, ge=1, description="fly after every N-th epoch (epochs 0, N, 2N, ... and the "
+                       "last); between flights the schedule and sweeps see the latest eval_return")
+    episodes: int = Field(20, gt=0, description="episodes per flight, all at once in the batched env")
+    seed: int = Field(0, ge=0, description="reset seed of drone 0 (drone i: seed + i); the same "
+                      "initial states at every flight")
+
+
+class BCDataConfig(Strict):
+    """Behaviour cloning of snnlab.rl.expert.HoverExpert on snnlab/QuadrotorHover-v0
+    (dataset: snnlab.supervised.bc_data, cached as <root>/bc_hover_<hash>.npz)."""
+
+    name: Literal["bc_quadrotor"]
+    root: str = Field("data", description="folder of the cached dataset files (relative: to the "
+                      "working directory of `snnlab train` / `snnlab sweep`)")
+    episodes: int = Field(1000, gt=0, description="expert episodes kept (non-crashing; 501 rows each)")
+    action_noise: float = Field(0.0, ge=0.0, description="std of the Gaussian added to the expert's "
+                                "action when stepping (labels stay clean: DAgger-style states)")
+    random_action_prob: float = Field(0.0, ge=0.0, le=1.0, description="chance per step of stepping "
+                                      "with a uniform random action instead")
+    dataset_seed: int = Field(0, ge=0, description="seed of the expert rollouts")
+    env_config: dict[str, Any] = Field(default_factory=dict, description="QuadrotorHover kwargs "
+                                       "(reward preset, max_steps, action_history, ...): data and flights")
+    generate: bool = Field(True, description="generate the dataset when its file is missing")
+    regenerate: bool = Field(False, description="rebuild a corrupt or mismatching dataset file "
+                             "instead of stopping")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="validation share, whole episodes")
+    batch_size: int = Field(1024, gt=0)
+    num_workers: int = Field(0, ge=0)
+    limit: int | None = Field(None, gt=0, description="use only the first episodes holding at most "
+                              "N samples (at least 2 episodes)")
+    eval: BCEvalConfig = Field(default_factory=BCEvalConfig)
+
+    @field_validator("env_config")
+    @classmethod
+    def _valid_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .rl.envs import QuadrotorHover
+
+        if "num_envs" in v:
+            raise ValueError("num_envs is not an env kwarg here (the batch width is chosen by snnlab)")
+        try:
+            QuadrotorHover(**v)
+        except TypeError as e:
+            raise ValueError(f"not a QuadrotorHover kwarg: {str(e).split('argument ')[-1]}") from None
+        return v
+
+
+def _data_task(v: Any) -> str:
+    """``data.name: bc_quadrotor`` is behaviour cloning; any other name (or none) a classification dataset."""
+    name = v.get("name") if isinstance(v, dict) else getattr(v, "name", None)
+    return "behaviour_cloning" if name == "bc_quadrotor" else "classification"
+
+
+AnyDataConfig = Annotated[Union[Annotated[DataConfig, Tag("classification")],
+                                Annotated[BCDataConfig, Tag("behaviour_cloning")]], Discriminator(_data_task)]
+
+#: metrics a supervised run may feed its slope schedule and report as a sweep's score (higher is better)
+SCORES = {"classification": ("val_acc", "train_acc"),
+          "behaviour_cloning": ("eval_return", "eval_full_fraction")}
+
+
 class OptimConfig(Strict):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -178,13 +242,31 @@ class SupervisedConfig(Strict):
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     slope: SlopeConfig = Field(default_factory=FixedSlopeConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: AnyDataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    score: str | None = Field(None, description="the metric fed to the slope schedule, monitored by "
+                              "the best checkpoint and reported as a sweep's score; default: val_acc "
+                              "(classification), eval_return (data.name: bc_quadrotor)")
 
     _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
+
+    @property
+    def task(self) -> str:
+        return "behaviour_cloning" if self.data.name == "bc_quadrotor" else "classification"
+
+    @property
+    def score_key(self) -> str:
+        return self.score or SCORES[self.task][0]
+
+    @model_validator(mode="after")
+    def _score_fits_task(self):
+        if self.score is not None and self.score not in SCORES[self.task]:
+            raise ValueError(f"score: {self.score!r} is not a {self.task} metric; allowed: "
+                             f"{', '.join(SCORES[self.task])}")
+        return self
 
 
 def check_env_id(env_id: str) -> None:
@@ -405,26 +487,28 @@ def _model_at(cls: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | 
         if field is None:
             return None
         ann = field.annotation
-        args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        args = [typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a for a in typing.get_args(ann)]
+        args = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             cls = ann
         elif args:
-            kind = data.get("kind") if isinstance(data, dict) else None
-            match = [a for a in args if a.model_fields.get("kind") and kind in typing.get_args(a.model_fields["kind"].annotation)]
+            match = [a for a in args for tag in ("kind", "name") if a.model_fields.get(tag)
+                     and isinstance(data, dict) and data.get(tag, "digits" if part == "data" else None)
+                     in typing.get_args(a.model_fields[tag].annotation)]
             cls = match[0] if match else args[0]
         else:
             return None
     return cls
 
 
-_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC"}
+_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC", "classification", "behaviour_cloning"}
 
 
 def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel], data: Any) -> str:
     parts = []
     for e in err.errors():
         loc = tuple(p for i, p in enumerate(e["loc"])
-                    if not (p in _TAGS and i > 0 and e["loc"][i - 1] in ("slope", "algorithm")))
+                    if not (p in _TAGS and i > 0 and e["loc"][i - 1] in ("slope", "algorithm", "data")))
         path = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = _model_at(cls, loc[:-1], data)

@@ -15,7 +15,8 @@ class SlopeScheduleCallback(L.Callback):
 
     At fit start the network gets the schedule's current k. After every
     training epoch (Lightning runs validation before ``on_train_epoch_end``)
-    the epoch's score (``monitor``, validation accuracy by default) is fed to
+    the epoch's score (``monitor``: validation accuracy by default; the run's
+    ``score`` key, e.g. ``eval_return`` for behaviour cloning) is fed to
     the schedule and the network gets the new k for the next epoch. The
     schedule's state is saved in checkpoints, so a resumed fit continues the
     same k sequence. The module logs the k it trained with as ``slope``.
@@ -74,7 +75,10 @@ class GradientDiagnosticsCallback(L.Callback):
 
         x, y = batch
         with torch.enable_grad():
-            loss = F.cross_entropy(pl_module.net(x).out, y)
+            if hasattr(pl_module, "batch_loss"):  # behaviour cloning: MSE of tanh(readout)
+                loss = pl_module.batch_loss(batch)
+            else:
+                loss = F.cross_entropy(pl_module.net(x).out, y)
             stats = gradient_stats(pl_module.net, loss, k_ref=self.k_ref)
         (layers,) = stats.values()
         for i, st in enumerate(layers):

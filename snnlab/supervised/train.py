@@ -3,11 +3,11 @@
 Layout of a run directory (``<logging.out_dir>/<logging.name>/version_<n>/``)::
 
     config.yaml          the validated config that ran
-    checkpoints/         best (by val_acc) and last checkpoints
+    checkpoints/         best (by the score: val_acc, or eval_return for behaviour cloning) and last
     csv/metrics.csv      Lightning CSVLogger
     tensorboard/         Lightning TensorBoardLogger
     wandb/               W&B run files (offline-run-* by default)
-    result.json          final / best validation accuracy, epochs, wall time
+    result.json          final / best score (and validation accuracy), epochs, wall time
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ from .module import SpikingClassifier
 @dataclass
 class TrainResult:
     run_dir: str
-    final_val_acc: float
-    best_val_acc: float
+    final_val_acc: float | None  # None for behaviour cloning
+    best_val_acc: float | None
     epochs: int
     wall_time_s: float
     slopes: list[float]
+    score_name: str = "val_acc"  # what the schedule saw and the best checkpoint monitored
+    final_score: float = float("nan")
+    best_score: float = float("nan")
+    final_metrics: dict[str, float] | None = None  # behaviour cloning: val_loss, eval_* of the last epoch
 
 
 def make_loggers(cfg: SupervisedConfig, run_dir: Path) -> list:
@@ -66,16 +70,31 @@ def diagnostics_callbacks(cfg: SupervisedConfig) -> list[L.Callback]:
     return [GradientDiagnosticsCallback(cfg.diagnostics.every, cfg.diagnostics.k_ref)]
 
 
-def build(cfg: SupervisedConfig):
+def task_callbacks(cfg: SupervisedConfig) -> list[L.Callback]:
+    """Callbacks the task itself needs: behaviour cloning flies the clone (FlyEvalCallback)."""
+    if cfg.task != "behaviour_cloning":
+        return []
+    from .bc import FlyEvalCallback
+
+    ev = cfg.data.eval
+    return [FlyEvalCallback(cfg.data.env_config, every=ev.every, episodes=ev.episodes, seed=ev.seed)]
+
+
+def build(cfg: SupervisedConfig, progress: bool = True):
     """Seed everything and build (datamodule, module, slope callback) from a config."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = make_datamodule(cfg.data, cfg.seed)
     schedule = cfg.slope.build()
-    module = SpikingClassifier(
-        n_in=dm.n_features, n_classes=dm.n_classes, network=cfg.model.network_kwargs(),
-        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, slope=schedule.k,
-    )
-    return dm, module, SlopeScheduleCallback(schedule, monitor="val_acc")
+    kw = dict(network=cfg.model.network_kwargs(), lr=cfg.optim.lr,
+              weight_decay=cfg.optim.weight_decay, slope=schedule.k)
+    if cfg.task == "behaviour_cloning":
+        from .bc import BCDataModule, BehaviourCloner
+
+        dm = BCDataModule(cfg.data, cfg.seed, progress=progress)
+        module = BehaviourCloner(n_in=dm.n_features, n_out=dm.n_outputs, **kw)
+    else:
+        dm = make_datamodule(cfg.data, cfg.seed)
+        module = SpikingClassifier(n_in=dm.n_features, n_classes=dm.n_classes, **kw)
+    return dm, module, SlopeScheduleCallback(schedule, monitor=cfg.score_key)
 
 
 def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
@@ -83,8 +102,8 @@ def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
     run_dir = Path(run_dir) if run_dir else next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    dm, module, slope_cb = build(cfg)
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_acc", mode="max",
+    dm, module, slope_cb = build(cfg, progress=cfg.trainer.progress_bar)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=cfg.score_key, mode="max",
                            save_last=True, filename="best-{epoch}")
     loggers = make_loggers(cfg, run_dir)
     trainer = L.Trainer(
@@ -93,7 +112,7 @@ def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_progress_bar=cfg.trainer.progress_bar, enable_model_summary=False,
         default_root_dir=run_dir, logger=loggers or False,
-        callbacks=[slope_cb, ckpt, *diagnostics_callbacks(cfg), *callbacks],
+        callbacks=[*task_callbacks(cfg), slope_cb, ckpt, *diagnostics_callbacks(cfg), *callbacks],
     )
     t0 = time.perf_counter()
     try:
@@ -104,13 +123,21 @@ def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
 
             wandb.finish()
     wall = time.perf_counter() - t0
+    m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    classification = cfg.task == "classification"
     result = TrainResult(
         run_dir=str(run_dir),
-        final_val_acc=float(trainer.callback_metrics["val_acc"]),
-        best_val_acc=float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan"),
+        final_val_acc=m["val_acc"] if classification else None,
+        best_val_acc=(best if cfg.score_key == "val_acc" else float("nan")) if classification else None,
         epochs=trainer.current_epoch,
         wall_time_s=round(wall, 2),
         slopes=slope_cb.history,
+        score_name=cfg.score_key,
+        final_score=m[cfg.score_key],
+        best_score=best,
+        final_metrics=None if classification else {
+            k: v for k, v in m.items() if k.startswith(("eval_", "val_loss", "train_loss"))},
     )
     (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=2))
     return result

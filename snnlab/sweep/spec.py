@@ -50,7 +50,8 @@ from ..config import (
 
 #: Metrics each kind of trial reports at every step (what `metric.name` may be).
 METRICS = {
-    "supervised": ["score", "val_acc", "val_loss", "train_acc", "train_loss_epoch", "slope"],
+    "supervised": ["score", "val_acc", "val_loss", "train_acc", "train_loss_epoch", "slope",
+                   "eval_return", "eval_full_fraction"],  # eval_*: behaviour cloning
     "rl": ["score", "env_runners/episode_return_mean", "evaluation/env_runners/episode_return_mean",
            "slope"],
 }
@@ -246,6 +247,10 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
         ov += budget_overrides(spec, base, budget, str(path))
     ov += list(overrides or [])
     apply_overrides(base, ov, source=str(path))
+    data = base.get("data")
+    if isinstance(data, dict) and data.get("name") == "bc_quadrotor":
+        # trials run in their own folders: anchor the dataset cache where `snnlab sweep` runs
+        data["root"] = str(Path(data.get("root", "data")).expanduser().resolve())
     base.setdefault("logging", {})
     base["logging"]["name"] = spec.name
     base["logging"]["wandb"] = "off"  # sweeps log to W&B through Tune's callback

@@ -3,7 +3,8 @@
 Every trial's config is the plain dict built by :func:`snnlab.sweep.spec.trial_config`
 (base experiment + slope setting + seed + params), so Tune's CSV/JSON, W&B and
 the live table all show the same readable keys. Both worlds report ``score``
-(validation accuracy / evaluation-or-training return) and ``slope`` (the k the
+(the supervised config's ``score`` metric - validation accuracy, or the behaviour
+clone's ``eval_return`` - / evaluation-or-training return) and ``slope`` (the k the
 epoch or iteration trained with) at every step.
 """
 
@@ -23,17 +24,17 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from ..supervised.train import build, diagnostics_callbacks
+    from ..supervised.train import build, diagnostics_callbacks, task_callbacks
 
     cfg = experiment_from_trial(config)
-    dm, module, slope_cb = build(cfg)
+    dm, module, slope_cb = build(cfg, progress=False)
 
     class TuneReport(L.Callback):
         """Report every epoch to Tune, with a Lightning checkpoint (for retries and resume)."""
 
         def on_train_epoch_end(self, trainer, pl_module):  # after validation and the slope update
             m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            metrics = {"score": m["val_acc"], "slope": slope_cb.history[-1],
+            metrics = {"score": m[cfg.score_key], "slope": slope_cb.history[-1],
                        "slope_next": slope_cb.schedule.k, "epoch": trainer.current_epoch,
                        "node_id": ray.get_runtime_context().get_node_id(), **m}
             with tempfile.TemporaryDirectory() as d:
@@ -51,7 +52,8 @@ def supervised_trainable(config: dict[str, Any]) -> None:
         max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
         enable_progress_bar=False, enable_model_summary=False, logger=False,
-        enable_checkpointing=False, callbacks=[slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
+        enable_checkpointing=False,
+        callbacks=[*task_callbacks(cfg), slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
         default_root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
