@@ -70,7 +70,7 @@ def _cmd_train(args) -> int:
     if res.final_metrics is not None:  # behaviour cloning
         m = res.final_metrics
         print(f"final eval_return: {m['eval_return']:.2f}  (full episodes {m['eval_full_fraction']:.2f}, "
-              f"best {res.score_name} {res.best_score:.2f}, val_loss {m['val_loss']:.4f}, "
+              f"best {res.score_name} {res.best_score:.2f}, val_loss {m['val_loss']:.2e}, "
               f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
     else:
         print(f"final val_acc: {res.final_val_acc:.4f}  (best {res.best_val_acc:.4f}, "

@@ -155,3 +155,28 @@ seeds: [0]
         assert r["score"] == r["eval_return"] and 0 <= r["eval_full_fraction"] <= 1
     assert rows[1]["slope"] == pytest.approx(1 + 99 * 0.25 * min(max(rows[0]["score"] / 100, 0), 1))
     assert list((tmp_path / "bcdata").glob("bc_hover_*.npz"))  # where `snnlab sweep` ran, not in the trial
+
+
+def test_shipped_bc_sweep_loads_with_every_budget():
+    from snnlab.sweep.spec import load_sweep
+
+    for budget in (None, "smoke"):
+        sweep = load_sweep(CONFIGS / "sl_bc_schedules.yaml", budget=budget)
+        trials = sweep.trials()
+        assert len(trials) == 8 * 3
+        for t in trials:
+            cfg = sweep.experiment(t)
+            assert cfg.score_key == "eval_return" and Path(cfg.data.root).is_absolute()
+    smoke = load_sweep(CONFIGS / "sl_bc_schedules.yaml", budget="smoke").base
+    assert smoke["trainer"]["max_epochs"] == 2 and smoke["data"]["limit"] == 2004
+    ks = [s["slope"].get("k") for s in load_sweep(CONFIGS / "sl_bc_schedules.yaml").spec.settings]
+    assert ks[:6] == [1, 2, 10, 25, 50, 100]
+
+
+def test_data_limit_keeps_whole_episodes(tmp_path):
+    from snnlab.supervised.bc import limit_episodes
+
+    ds = BCDataModule(tiny_cfg(tmp_path).data, progress=False).dataset  # 4 episodes of 101 rows
+    assert limit_episodes(ds, None).num_episodes == 4
+    assert limit_episodes(ds, 400).num_episodes == 3  # the built-in smoke budget's data.limit
+    assert limit_episodes(ds, 10).num_episodes == 2  # at least two: one for validation
