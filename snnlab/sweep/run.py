@@ -56,6 +56,8 @@ def worker_env(wandb_mode: str, storage: str | None = None) -> dict[str, str]:
     env = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
     if wandb_mode == "offline":
         env["WANDB_MODE"] = "offline"
+    elif wandb_mode == "online" and os.environ.get("WANDB_API_KEY"):  # trials log themselves
+        env["WANDB_API_KEY"] = os.environ["WANDB_API_KEY"]
     if storage and "://" not in storage:
         env["TORCHINDUCTOR_CACHE_DIR"] = os.environ.get(
             "TORCHINDUCTOR_CACHE_DIR", str(Path(storage).expanduser().resolve() / ".inductor_cache"))
@@ -85,26 +87,16 @@ def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None,
     return True
 
 
-def _wandb_callback(sweep: Sweep, mode: str):
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    class SweepWandbCallback(WandbLoggerCallback):
-        """One W&B group per sweep, the trial name as run name, tags for the setting."""
-
-        def log_trial_start(self, trial):
-            setting = trial.config["setting"]
-            slope = setting["slope"]
-            tags = [f"sweep:{sweep.spec.name}", f"setting:{setting['label']}", f"kind:{slope['kind']}",
-                    f"seed:{trial.config['seed']}"]
-            if slope["kind"] == "fixed":
-                tags.append(f"k:{slope['k']:g}")
-            self.kwargs = {**self._base_kwargs, "tags": tags, "name": trial_name(trial.config)}
-            super().log_trial_start(trial)
-
-    cb = SweepWandbCallback(project=sweep.base.get("logging", {}).get("wandb_project", "snnlab"),
-                            group=sweep.spec.name, log_config=True, mode=mode)
-    cb._base_kwargs = dict(cb.kwargs)
-    return cb
+def wandb_entry(sweep: Sweep, mode: str) -> dict[str, str] | None:
+    """The trial config's ``wandb`` entry: each trial logs its own W&B run from its own process
+    (:func:`snnlab.sweep.trainables.start_wandb`), straight into its trial folder. (Not Tune's
+    driver-side ``WandbLoggerCallback``: it starts two actors per trial and stalls the driver
+    3-6 s per trial while they start, and a run it is still writing when Tune makes its final
+    sync of the driver's staging folder never reaches the results folder.)"""
+    if mode == "off":
+        return None
+    return {"mode": mode, "project": sweep.base.get("logging", {}).get("wandb_project", "snnlab"),
+            "group": sweep.spec.name}
 
 
 def _reporter(sweep: Sweep):
@@ -128,7 +120,7 @@ def steps_of(sweep: Sweep) -> int:
 
 def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
     from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, SyncConfig, TuneConfig, Tuner
 
     from .trainables import trainable_for
 
@@ -146,20 +138,25 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
     }
     if spec.diagnostics is not None:  # applied per trial to the seeds it names
         param_space["diagnostics"] = spec.diagnostics.model_dump()
-    callbacks = [] if wandb_mode == "off" else [_wandb_callback(sweep, wandb_mode)]
+    wandb = wandb_entry(sweep, wandb_mode)
+    if wandb is not None:
+        param_space["wandb"] = wandb
     return Tuner(
         trainable,
         param_space=param_space,
         tune_config=TuneConfig(
             max_concurrent_trials=spec.max_concurrent or None,
-            reuse_actors=sweep.kind == "supervised",
+            # a trial process runs trial after trial: no worker start + torch/RLlib imports per trial
+            reuse_actors=True,
             trial_name_creator=lambda t: trial_name(t.config),
             trial_dirname_creator=lambda t: trial_name(t.config),
         ),
         run_config=RunConfig(
             name=spec.name, storage_path=storage, stop={"training_iteration": steps_of(sweep)},
             checkpoint_config=ckpt, failure_config=FailureConfig(max_failures=spec.max_failures),
-            callbacks=callbacks, progress_reporter=_reporter(sweep), verbose=verbose,
+            progress_reporter=_reporter(sweep), verbose=verbose,
+            # remote storage: the W&B runs in the trials' working dirs are uploaded as artifacts
+            sync_config=SyncConfig(sync_artifacts=wandb is not None and "://" in storage),
         ),
     )
 

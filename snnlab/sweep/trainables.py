@@ -10,12 +10,39 @@ epoch or iteration trained with) at every step.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from .spec import experiment_from_trial
+
+
+def _mark(event: str, **extra) -> None:
+    """Timestamp a step of the trial process into ``$SNNLAB_TRIAL_TIMING/<pid>.jsonl`` when that
+    variable is set (benchmarks/trial_startup.py); nothing otherwise."""
+    out = os.environ.get("SNNLAB_TRIAL_TIMING")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f"{os.getpid()}.jsonl"), "a") as f:
+            f.write(json.dumps({"event": event, "t": time.time(), "pid": os.getpid(), **extra}) + "\n")
+
+
+def _process_start() -> float:
+    """When this process started (wall clock), from /proc; 0 where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
+
+
+if os.environ.get("SNNLAB_TRIAL_TIMING"):
+    _mark("import_start", process_start=_process_start())
 
 
 # --- supervised: a function trainable driving the Lightning Trainer ----------------------
@@ -28,6 +55,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
 
     cfg = experiment_from_trial(config)
     dm, module, slope_cb = build(cfg, progress=False)
+    run = start_wandb(config, tune.get_context().get_trial_id(), _function_storage())
 
     class TuneReport(L.Callback):
         """Report every epoch to Tune, with a Lightning checkpoint (for retries and resume)."""
@@ -37,6 +65,12 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             metrics = {"score": m[cfg.score_key], "slope": slope_cb.history[-1],
                        "slope_next": slope_cb.schedule.k, "epoch": trainer.current_epoch,
                        "node_id": ray.get_runtime_context().get_node_id(), **m}
+            if run is not None:  # before report: a trial stopped by Tune ends inside report()
+                run.log({**metrics, "training_iteration": trainer.current_epoch + 1})
+                if trainer.current_epoch + 1 >= cfg.trainer.max_epochs:
+                    # finish before the last report: Tune ends the trial there and does not wait
+                    # for this thread (FunctionTrainable.cleanup), so a finish after it is lost
+                    run.finish(0)
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(os.path.join(d, "checkpoint.ckpt"))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -56,7 +90,52 @@ def supervised_trainable(config: dict[str, Any]) -> None:
         callbacks=[*task_callbacks(cfg), slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
         default_root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"),
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    exit_code = 1
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        exit_code = 0
+    except SystemExit:  # how Tune ends a function trial it stops
+        exit_code = 0
+        raise
+    finally:
+        if run is not None:
+            run.finish(exit_code)
+
+
+# --- W&B from inside the trial -------------------------------------------------------------
+def wandb_spec(config: dict[str, Any], trial_id: str | None) -> dict[str, Any] | None:
+    """The trial's W&B run (None when the sweep runs with --wandb off): the sweep's mode,
+    project and group (``config["wandb"]``, set by :func:`snnlab.sweep.run.build_tuner`), the
+    trial name as run name, the trial id as run id, and tags for the setting."""
+    from .spec import trial_name
+
+    base = config.get("wandb")
+    if not base:
+        return None
+    slope = config["setting"]["slope"]
+    tags = [f"sweep:{config.get('sweep', '?')}", f"setting:{config['setting']['label']}",
+            f"kind:{slope['kind']}", f"seed:{config['seed']}"]
+    if slope["kind"] == "fixed":
+        tags.append(f"k:{slope['k']:g}")
+    return {**base, "name": trial_name(config), "tags": tags, "id": trial_id}
+
+
+def start_wandb(config: dict[str, Any], trial_id: str | None, storage):
+    """Start the trial's W&B run in this (the trial's) process; None without W&B."""
+    spec = wandb_spec(config, trial_id)
+    if spec is None:
+        return None
+    from ..wandb_utils import TrialRun, trial_dir_from_storage
+
+    logged = {k: v for k, v in config.items() if k != "wandb" and not k.startswith("__")}
+    return TrialRun(spec, logged, trial_dir_from_storage(storage))
+
+
+def _function_storage():
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return getattr(session, "storage", None) if session is not None else None
 
 
 # --- RL: RLlib Algorithms that accept a trial config ---------------------------------------
@@ -80,12 +159,75 @@ class _FromTrialConfig:
         return super().default_resource_request(config)
 
     def __init__(self, config=None, **kwargs):
-        if is_trial_config(config):
+        _mark("init_start")
+        self._trial_config = config if is_trial_config(config) else None
+        self._wandb_run = None
+        trial_info = None
+        if self._trial_config is not None:
+            from ray.tune.result import TRIAL_INFO
+
+            trial_info = self._trial_config.get(TRIAL_INFO)  # lost in the AlgorithmConfig
             config = algorithm_config(config)
         super().__init__(config=config, **kwargs)
+        if trial_info is not None:
+            self._trial_info = trial_info  # trial_id, trial_name for Tune's and W&B's use
+        _mark("init_end")
+
+    def train(self):
+        """One iteration; its result is also logged to the trial's W&B run (started here, in
+        the trial process, at the first result) before Tune sees it."""
+        _mark("train_start")
+        try:
+            result = super().train()
+        except BaseException:
+            self._finish_wandb(1)
+            raise
+        _mark("train_end")
+        if self._trial_config is not None:
+            if self._wandb_run is None:
+                self._wandb_run = start_wandb(self._trial_config, self.trial_id,
+                                              getattr(self, "_storage", None))
+            if self._wandb_run is not None:
+                self._wandb_run.log(result)
+        _mark("wandb_end")
+        return result
+
+    def reset_config(self, new_config):
+        """Run the next trial in this process (``reuse_actors``): stop this trial's Algorithm
+        and W&B run, then build a fresh Algorithm from the new trial config, exactly as a new
+        actor would - without paying for a new Ray worker process and its imports again."""
+        if self._trial_config is None or not is_trial_config(new_config):
+            return False
+        storage, trial_info = self._storage, self._trial_info  # set by Trainable.reset
+        self.cleanup()
+        self.__dict__.clear()  # nothing of the old trial survives (e.g. its slope_schedule)
+        self.__init__(config=new_config, storage=storage)
+        self._trial_info = trial_info
+        return True
+
+    def save_checkpoint(self, checkpoint_dir):
+        _mark("checkpoint_start")
+        out = super().save_checkpoint(checkpoint_dir)
+        _mark("checkpoint_end")
+        return out
+
+    def cleanup(self):
+        _mark("cleanup_start")
+        try:
+            super().cleanup()
+        finally:
+            self._finish_wandb(0)
+            _mark("cleanup_end")
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        run, self._wandb_run = getattr(self, "_wandb_run", None), None
+        if run is not None:
+            run.finish(exit_code)
 
 
 from ..rl.callbacks import SpikingPPO, SpikingSAC, SpikingTD3  # noqa: E402  (after the supervised part on purpose)
+
+_mark("import_end")
 
 
 class SweepPPO(_FromTrialConfig, SpikingPPO):
