@@ -384,10 +384,11 @@ class RunnersConfig(Strict):
         "sync: gymnasium's SyncVectorEnv of single envs; vector_entry_point: the env's own batched "
         "class (snnlab/QuadrotorHover-v0: N drones in one numpy step)")
     torch_threads: int | None = Field(
-        None, gt=0, description="torch threads of the process running `snnlab train` (its Learner and "
-        "local EnvRunner when num_learners / num_env_runners are 0); null: torch's default. 1 avoids "
-        "OpenMP stalls when another process shares the cores (TD3's batch-256 update: 5 ms with 1 "
-        "thread, 250-600 ms with 2 while one core was busy)")
+        1, gt=0, description="torch threads of the process running `snnlab train` (its Learner and "
+        "local EnvRunner when num_learners / num_env_runners are 0; Ray's workers in sweeps already "
+        "run one); null: torch's default. 1 avoids OpenMP stalls when another process shares the "
+        "cores (measured on 2 cores with one busy: TD3's batch-256 update 5 ms with 1 thread, "
+        "250-600 ms with 2; PPO CartPole's learner 0.6 s vs 10 s per iteration)")
 
 
 class EvaluationConfig(Strict):
