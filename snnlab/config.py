@@ -502,7 +502,7 @@ def _model_at(cls: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | 
     return cls
 
 
-_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC", "classification", "behaviour_cloning"}
+_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC", "TD3", "classification", "behaviour_cloning"}
 
 
 def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel], data: Any) -> str:

@@ -278,9 +278,10 @@ def test_td3_checkpoint_restores_schedule_and_update_count(ray_session, tmp_path
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("algorithm: {name: TD3, policy_delay: 0}\n", "algorithm.TD3.policy_delay: Input should be greater than or equal to 1"),
+    ("algorithm: {name: TD3, policy_delay: 0}\n", "algorithm.policy_delay: Input should be greater than or equal to 1"),
+    ("algorithm: {name: TD3, polcy_delay: 3}\n", "algorithm.polcy_delay: unknown key; allowed: name, actor_lr"),
     ("algorithm: {name: TD3}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO: TD3"),
-    ("algorithm: {name: TD3, replay_buffer: prioritized}\n", "algorithm.TD3.replay_buffer: Input should be 'flat' or 'episode'"),
+    ("algorithm: {name: TD3, replay_buffer: prioritized}\n", "algorithm.replay_buffer: Input should be 'flat' or 'episode'"),
     ("model: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
 ])
 def test_invalid_td3_config_exits_2(tmp_path, capsys, monkeypatch, text, expected):
