@@ -317,6 +317,11 @@ seeds: [0]
     assert rc == 0, capsys.readouterr().err[-2000:]
     md = (tmp_path / "runs" / "td3" / "summary.md").read_text()
     assert "fixed-k2" in md and "fixed-k100" in md
+    import json
+
+    for trial in (tmp_path / "runs" / "td3").glob("fixed-k*_seed0"):
+        last = json.loads((trial / "result.json").read_text().strip().splitlines()[-1])
+        assert math.isfinite(last["score"]) and last["slope"] in (2.0, 100.0)
 
 
 def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):

@@ -65,8 +65,8 @@ SMOKE = {
             "algorithm.num_epochs": 2},
     "SAC": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 64,
             "algorithm.train_batch_size": 32},
-    "TD3": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 64,
-            "algorithm.train_batch_size": 32},
+    "TD3": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 256,
+            "algorithm.train_batch_size": 32},  # 2 x 256 steps: Pendulum's 200-step episodes finish
 }
 
 
