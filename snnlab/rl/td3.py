@@ -57,10 +57,10 @@ from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.core.learner.utils import make_target_network, update_target_network
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
@@ -86,21 +86,17 @@ QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
 QF_TARGET_NEXT = "q_target_next"
 QF_LOSS_KEY = "qf_loss"
-ACTOR_UPDATED_KEY = "actor_updated"
 
 FLAT_BUFFER = "snnlab.rl.replay.FlatEpisodeReplayBuffer"
 #: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
 REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
+
 
 def _known_buffer(kind) -> bool:
     """A name of REPLAY_BUFFERS, or the class RLlib's from_config may have put in its place."""
     from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
     return kind in REPLAY_BUFFERS or (isinstance(kind, type) and issubclass(kind, EpisodeReplayBuffer))
-
-
-#: model_config keys the module reads (TD3Config puts them there, like DQN its epsilon)
-EXPLORATION_KEYS = ("exploration_noise", "random_steps", "target_noise", "target_noise_clip")
 
 
 class TD3Config(AlgorithmConfig):
