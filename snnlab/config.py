@@ -24,7 +24,33 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field (and list of floats) refuses .nan / .inf
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: The largest seed a config accepts. Seeds reach numpy's legacy seeding (np.random.seed: RLlib's
+#: update_global_seed_if_necessary, scikit-learn's random_state) and Lightning's seed_everything,
+#: which accept 0 <= seed <= 2**32 - 1; RLlib's EnvRunners seed with seed + worker_index
+#: (+ 1e6 for evaluation workers), so the upper half is left free for those offsets.
+SEED_MAX = 2**31 - 1
+
+#: A random seed: an integer in [0, SEED_MAX].
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+
+def check_finite(value: Any, where: str = "") -> Any:
+    """Raise ValueError at the first non-finite float (nan, inf) anywhere in a free-form value."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'} must be a finite number (got {value!r})")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{where}[{i}]")
+    return value
 
 
 # --- spiking network ----------------------------------------------------------
@@ -143,7 +169,7 @@ class BCEvalConfig(Strict):
     every: int = Field(1, ge=1, description="fly after every N-th epoch (epochs 0, N, 2N, ... and the "
                        "last); between flights the schedule and sweeps see the latest eval_return")
     episodes: int = Field(20, gt=0, description="episodes per flight, all at once in the batched env")
-    seed: int = Field(0, ge=0, description="reset seed of drone 0 (drone i: seed + i); the same "
+    seed: Seed = Field(0, description="reset seed of drone 0 (drone i: seed + i); the same "
                       "initial states at every flight")
 
 
@@ -159,7 +185,7 @@ class BCDataConfig(Strict):
                                 "action when stepping (labels stay clean: DAgger-style states)")
     random_action_prob: float = Field(0.0, ge=0.0, le=1.0, description="chance per step of stepping "
                                       "with a uniform random action instead")
-    dataset_seed: int = Field(0, ge=0, description="seed of the expert rollouts")
+    dataset_seed: Seed = Field(0, description="seed of the expert rollouts")
     env_config: dict[str, Any] = Field(default_factory=dict, description="QuadrotorHover kwargs "
                                        "(reward preset, max_steps, action_history, ...): data and flights")
     generate: bool = Field(True, description="generate the dataset when its file is missing")
@@ -176,6 +202,8 @@ class BCDataConfig(Strict):
     @classmethod
     def _valid_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
         from .rl.envs import QuadrotorHover
+
+        check_finite(v)
 
         if "num_envs" in v:
             raise ValueError("num_envs is not an env kwarg here (the batch width is chosen by snnlab)")
@@ -239,7 +267,7 @@ class DiagnosticsConfig(Strict):
 
 class SupervisedConfig(Strict):
     kind: Literal["supervised"] = "supervised"
-    seed: int = 0
+    seed: Seed = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     slope: SlopeConfig = Field(default_factory=FixedSlopeConfig)
     data: AnyDataConfig = Field(default_factory=DataConfig)
@@ -403,7 +431,7 @@ class StopConfig(Strict):
 
 class RLConfig(Strict):
     kind: Literal["rl"]
-    seed: int = 0
+    seed: Seed = 0
     env: str = Field("CartPole-v1", description="gymnasium id, e.g. snnlab/QuadrotorHover-v0")
     env_config: dict[str, Any] = Field(default_factory=dict, description="kwargs for gym.make")
     algorithm: AlgorithmParams = Field(default_factory=PPOParams)
@@ -427,6 +455,11 @@ class RLConfig(Strict):
     def _known_env(cls, v: str) -> str:
         check_env_id(v)
         return v
+
+    @field_validator("env_config")
+    @classmethod
+    def _finite_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_finite(v)
 
     @model_validator(mode="after")
     def _mode_fits_algorithm(self):
@@ -455,7 +488,7 @@ class GradientAnalysisConfig(Strict):
     k_ref: float = Field(100.0, gt=0)
     samples: int = Field(256, gt=0, description="samples per network, one at a time")
     networks: int = Field(5, gt=0, description="independently initialised networks")
-    seed: int = 0
+    seed: Seed = 0
     neuron_init: Literal["constant", "uniform"] = "uniform"
     weight_init: Literal["threshold_scaled", "torch_default"] = "torch_default"
     surrogate: str = "fast_sigmoid"
@@ -504,6 +537,60 @@ def _model_at(cls: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | 
 
 _TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC", "TD3", "classification", "behaviour_cloning"}
 
+#: error types after which the message also states the key's allowed range
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
+                 "int_from_float", "int_parsing", "int_type", "float_parsing", "float_type"}
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def allowed_range(cls: type[BaseModel], loc: tuple, data: Any) -> str | None:
+    """What a numeric key accepts, e.g. ``an integer with 0 <= seed <= 2147483647`` or ``a finite
+    number > 0``, read from the field's constraints; None if ``loc`` is not a numeric field."""
+    names = [i for i, p in enumerate(loc) if isinstance(p, str)]
+    if not names:
+        return None
+    i = names[-1]
+    parent = _model_at(cls, loc[:i], data)
+    field = parent.model_fields.get(loc[i]) if parent else None
+    if field is None:
+        return None
+    ann, meta = field.annotation, list(field.metadata)
+    for _ in loc[i + 1:]:  # list items: the item type's own constraints
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if typing.get_origin(ann) is not list or not args:
+            return None
+        ann, meta = args[0], []
+    if typing.get_origin(ann) is Annotated:
+        ann, *extra = typing.get_args(ann)
+        meta += [m for x in extra for m in (getattr(x, "metadata", None) or [x])]
+    kinds = {a for a in (typing.get_args(ann) or (ann,)) if a is not type(None)}
+    if kinds == {int}:
+        what = "an integer"
+    elif kinds and kinds <= {int, float}:
+        what = "a finite number"
+    else:
+        return None
+    lo = hi = None
+    for m in meta:
+        for attr, op in (("gt", "<"), ("ge", "<=")):
+            if getattr(m, attr, None) is not None:
+                lo = f"{_num(getattr(m, attr))} {op} "
+        for attr, op in (("lt", "<"), ("le", "<=")):
+            if getattr(m, attr, None) is not None:
+                hi = f" {op} {_num(getattr(m, attr))}"
+    if lo is None and hi is None:
+        return what
+    name = str(loc[i]) + "".join(f"[{j}]" for j in loc[i + 1:])
+    if lo is not None and hi is not None:
+        return f"{what} with {lo}{name}{hi}"
+    if lo is not None:  # "0 < k" reads better as "k > 0"
+        bound, op = lo.split()
+        return f"{what} {'>' if op == '<' else '>='} {bound}"
+    return f"{what}{hi}"
+
 
 def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel], data: Any) -> str:
     parts = []
@@ -521,8 +608,11 @@ def format_validation_error(err: ValidationError, source: str, cls: type[BaseMod
             msg = f"unknown {tag} {e['input'].get(tag)!r}; allowed: {allowed}"
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            allowed = allowed_range(cls, loc, data) if e["type"] in _RANGE_ERRORS else None
             if e["type"] not in ("missing", "value_error") and "input" in e and not isinstance(e["input"], (dict, list)):
-                msg += f" (got {e['input']!r})"
+                msg += f" (got {e['input']!r}; allowed: {allowed})" if allowed else f" (got {e['input']!r})"
+            elif allowed:
+                msg += f" (allowed: {allowed})"
         parts.append(f"{path}: {msg}")
     return f"{source}: " + "; ".join(parts)
 
@@ -561,8 +651,9 @@ def read_yaml(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty file, or one of comments only, would silently mean "all defaults"
+        raise ConfigError(f"{path}: the file is empty (nothing but comments or blank lines); "
+                          f"write the keys it should set")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data

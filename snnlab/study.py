@@ -112,6 +112,8 @@ def _prefixed(err: ConfigError, path: Path, section: str) -> ConfigError:
     head = f"{path}: "
     if msg.startswith(head) and not msg[len(head):].startswith(f"{section}."):
         msg = f"{head}{section}.{msg[len(head):].removeprefix('(top level): ')}"
+    elif not msg.startswith(head):  # an error in the section's base file: name the section too
+        msg = f"{head}{section}: {msg}"
     return ConfigError(msg)
 
 
@@ -119,13 +121,27 @@ def load_study(path: str | Path, budget: str | None = None,
                overrides: list[str] | None = None) -> Study:
     """Validate a study file at ``budget``; ``overrides`` (``KEY=VALUE``, dotted) apply to the base
     experiment of every sweep section, after the file's own and the budget's settings."""
-    from .sweep.spec import sweep_from_data
-
     path = Path(path)
     spec = validate_document(read_yaml(path), path, "study", StudySpec)
     if budget is not None and budget not in spec.budgets:
         allowed = ", ".join(sorted(spec.budgets)) or "none (the file defines no `budgets:`)"
         raise ConfigError(f"{path}: --budget {budget!r} is not defined; allowed: {allowed}")
+    # the whole file is checked: every budget as written, so that a bad value in one nobody
+    # selected fails now (naming the budget), not when it is run on a cluster
+    if spec.budgets:
+        _resolve(spec, path, None, None)  # as written first: its errors are no budget's
+    for name in spec.budgets:
+        try:
+            _resolve(spec, path, name, None)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: budgets.{name}: {str(e).removeprefix(f'{path}: ')}") from None
+    return _resolve(spec, path, budget, overrides)
+
+
+def _resolve(spec: StudySpec, path: Path, budget: str | None, overrides: list[str] | None) -> Study:
+    """The study at ``budget`` (with ``overrides``), every section validated."""
+    from .sweep.spec import sweep_from_data
+
     over = spec.budgets.get(budget, {}) if budget else {}
     study = Study(spec=spec, source=str(path), budget=budget)
     if spec.gradients is not None:

@@ -40,9 +40,12 @@ from ..config import (
     ConfigError,
     DiagnosticsConfig,
     FixedSlopeConfig,
+    Seed,
+    SlopeConfig,
     Strict,
     _fixed_if_no_kind,
     apply_overrides,
+    format_validation_error,
     read_yaml,
     validate_document,
     validate_experiment,
@@ -84,8 +87,14 @@ class SweepDiagnostics(DiagnosticsConfig):
     """An experiment's ``diagnostics`` (gradient magnitude and cosine to the k_ref gradient per
     layer) for the trials of some seeds only: they cost a second backward pass per probe."""
 
-    seeds: list[int] = Field(..., min_length=1, description="trials of these seeds get diagnostics")
+    seeds: list[Seed] = Field(..., min_length=1, description="trials of these seeds get diagnostics")
     every: int = Field(..., gt=0, description="every N training steps (supervised) or iterations (RL)")
+
+
+class _Setting(Strict):
+    """One slope setting, validated as an experiment's `slope` section (for its error messages)."""
+
+    slope: SlopeConfig
 
 
 class SweepSpec(Strict):
@@ -94,7 +103,7 @@ class SweepSpec(Strict):
     base: str | dict[str, Any]
     set: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of the base")
     settings: list[dict[str, Any]] = Field(..., min_length=1)
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
     params: dict[str, list[Any]] = Field(default_factory=dict)
     metric: Metric = Field(default_factory=Metric)
     threshold: float | None = None
@@ -108,21 +117,20 @@ class SweepSpec(Strict):
     @field_validator("settings")
     @classmethod
     def _valid_settings(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from pydantic import TypeAdapter
-
-        from ..config import SlopeConfig
-
-        adapter = TypeAdapter(SlopeConfig)
         out = []
         for i, raw in enumerate(v):
             raw = dict(raw)
             label = raw.pop("label", None)
+            holder = {"slope": _fixed_if_no_kind(None, raw)}
             try:
-                slope = adapter.validate_python(_fixed_if_no_kind(None, raw)).model_dump()
+                slope = _Setting.model_validate(holder).slope.model_dump()
             except ValidationError as e:
-                first = e.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"][1:]) or "kind"
-                raise ValueError(f"settings[{i}].{loc}: {first['msg'].removeprefix('Value error, ')}") from None
+                # "slope.k: Input should be ... (got 0; allowed: ...)" -> "settings[0].k: ..."
+                at = f"settings[{i}]"
+                msg = (format_validation_error(e, "", _Setting, holder).removeprefix(": ")
+                       .replace("slope: unknown kind", f"{at}.kind: unknown kind")
+                       .replace("slope.", f"{at}.").replace("slope: ", f"{at}: "))
+                raise ValueError(msg) from None
             out.append({"label": label or setting_label(slope), "slope": slope})
         labels = [s["label"] for s in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
@@ -224,7 +232,11 @@ def load_sweep(path: str | Path, budget: str | None = None, overrides: list[str]
 
 def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
                     overrides: list[str] | None = None) -> Sweep:
-    """Validate a sweep mapping; ``path`` names it in errors and anchors a relative ``base``."""
+    """Validate a sweep mapping; ``path`` names it in errors and anchors a relative ``base``.
+
+    The whole file is checked, not only the run asked for: the base with every budget the file
+    defines (each without ``overrides``) must validate, so a bad value in a budget nobody selected
+    fails now, naming the budget, instead of on a cluster later."""
     path = Path(path)
     spec = validate_document(data, path, "sweep", SweepSpec)
     if isinstance(spec.base, str):
@@ -232,20 +244,36 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
         if not base_path.is_file() and Path(spec.base).is_file():
             base_path = Path(spec.base)
         try:
-            base = read_yaml(base_path)
+            raw = read_yaml(base_path)
         except ConfigError as e:
             raise ConfigError(f"{path}: base: {e}") from None
         base_src = str(base_path)
     else:
-        base, base_src = dict(spec.base), f"{path} (base)"
-    kind = base.get("kind", "supervised")
+        raw, base_src = dict(spec.base), f"{path} (base)"
+    kind = raw.get("kind", "supervised")
     if kind in METRICS and spec.metric.name not in METRICS[kind]:
         raise ConfigError(f"{path}: metric.name: {spec.metric.name!r} is not reported by {kind} trials; "
                           f"allowed: {', '.join(METRICS[kind])}")
+    if spec.budgets:  # the file as written first (its errors are no budget's), then each budget
+        _resolved_base(spec, raw, base_src, path, None, [])
+    for name in spec.budgets:  # each as the file defines it (this run's overrides follow below)
+        try:
+            _resolved_base(spec, raw, base_src, path, name, [])
+        except ConfigError as e:
+            raise ConfigError(f"{path}: budgets.{name}: {str(e).removeprefix(f'{path}: ')}") from None
+    base = _resolved_base(spec, raw, base_src, path, budget, list(overrides or []))
+    return Sweep(spec, base, str(path))
+
+
+def _resolved_base(spec: SweepSpec, raw: dict[str, Any], base_src: str, path: Path, budget: str | None,
+                   overrides: list[str]) -> dict[str, Any]:
+    """The base experiment with the sweep's ``set``, the budget's and ``overrides`` applied, checked
+    (with a placeholder slope, and with every ``params`` value) so bad keys fail before Ray starts."""
+    base = copy.deepcopy(raw)
     ov = [f"{k}={_yaml(v)}" for k, v in spec.set.items()]
     if budget is not None:
         ov += budget_overrides(spec, base, budget, str(path))
-    ov += list(overrides or [])
+    ov += overrides
     apply_overrides(base, ov, source=str(path))
     data = base.get("data")
     if isinstance(data, dict) and data.get("name") == "bc_quadrotor":
@@ -254,7 +282,6 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
     base.setdefault("logging", {})
     base["logging"]["name"] = spec.name
     base["logging"]["wandb"] = "off"  # sweeps log to W&B through Tune's callback
-    # validate the base once with a placeholder slope, so bad keys fail before Ray starts
     probe = copy.deepcopy(base)
     probe["slope"] = FixedSlopeConfig().model_dump()
     validate_experiment(probe, base_src)
@@ -263,7 +290,7 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
             trial = copy.deepcopy(probe)
             apply_overrides(trial, [f"{key}={_yaml(v)}"], source=f"{path}: params")
             validate_experiment(trial, f"{path}: params.{key}={_short(v)}")
-    return Sweep(spec, base, str(path))
+    return base
 
 
 def budget_overrides(spec: SweepSpec, base: dict, budget: str, source: str) -> list[str]:
