@@ -68,6 +68,73 @@ def test_bad_study_files_fail_in_one_line(tmp_path, sections, budget, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("text", ["", "# kind: study\n# name: later\n"])
+def test_empty_study_file_exits_2_with_one_line(tmp_path, capsys, text):
+    path = write_yaml(tmp_path / "s.yaml", text)
+    assert main(["study", str(path), "--storage", str(tmp_path / "r")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: the file is empty (nothing but comments or blank lines)" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"claims": {"alpha": float("nan")}}, "claims.alpha: Input should be a finite number (got nan; allowed: a "
+                                          "finite number with 0 < alpha < 1)"),
+    ({"claims": {"cosine_floor": 1.5}}, "claims.cosine_floor: Input should be less than or equal to 1"),
+    ({"gradients": {"slopes": [1, float("inf")], "k_ref": 1}},
+     "gradients: slopes.1: Input should be a finite number (got inf; allowed: a finite number > 0)"),
+    ({"gradients": {"seed": -1}}, "gradients: seed: Input should be greater than or equal to 0 (got -1; allowed: "
+                                  "an integer with 0 <= seed <= 2147483647)"),
+    ({"gradients": {"networks": -2}}, "gradients: networks: Input should be greater than 0 (got -2; allowed: an "
+                                      "integer > 0)"),
+    ({"supervised": {"base": str(CONFIGS / "sl_digits.yaml"), "settings": [{"k": 2}], "threshold": float("nan")}},
+     "supervised.threshold: Input should be a finite number (got nan"),
+    ({"supervised": {"base": str(CONFIGS / "sl_digits.yaml"), "settings": [{"k": 2}], "seeds": [0, 2 ** 32]}},
+     "supervised.seeds.1: Input should be less than or equal to 2147483647"),
+    ({"supervised": {"base": str(CONFIGS / "sl_digits.yaml"), "settings": [{"k": float("inf")}]}},
+     "settings[0].k: Input should be a finite number"),
+    ({"rl": {"base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}],
+             "set": {"algorithm.lr": float("nan")}}}, "algorithm.lr: Input should be a finite number (got nan"),
+])
+def test_bad_study_numbers_fail_in_one_line_naming_key_and_range(tmp_path, capsys, sections, message):
+    path = write_yaml(tmp_path / "s.yaml", _study_text(**sections))
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert main(["study", str(path), "--storage", str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b["paper"]["rl"]["set"].update({"algorithm.lr": float("nan")}),
+     "budgets.paper: rl: "),
+    (lambda b: b["paper"]["gradients"].update({"networks": 0}),
+     "budgets.paper: gradients: networks: Input should be greater than 0"),
+    (lambda b: b["paper"]["supervised"].update({"seeds": [0, -1]}),
+     "budgets.paper: supervised.seeds.1: Input should be greater than or equal to 0"),
+    (lambda b: b["paper"]["rl"].update({"threshold": float("inf")}),
+     "budgets.paper: rl.threshold: Input should be a finite number"),
+    (lambda b: b["paper"]["supervised"]["settings"].append({"kind": "interval", "every": 0}),
+     "budgets.paper: supervised.settings: settings[8].every: Input should be greater than or equal to 1"),
+    (lambda b: b["paper"]["supervised"]["set"].update({"model.hiden": [8]}),
+     "budgets.paper: supervised: "),
+])
+def test_a_bad_value_in_the_paper_budget_fails_at_load_whatever_is_selected(tmp_path, capsys, edit, message):
+    data = yaml.safe_load(STUDY.read_text())
+    edit(data["budgets"])
+    for section in ("supervised", "rl"):  # the copy lives elsewhere: anchor the bases
+        data[section]["base"] = str((STUDY.parent / data[section]["base"]).resolve())
+    path = write_yaml(tmp_path / "paper.yaml", yaml.safe_dump(data, sort_keys=False))
+    for budget in (None, "smoke", "laptop", "paper"):
+        with pytest.raises(ConfigError) as e:
+            load_study(path, budget)
+        assert f"{path}: {message}" in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert main(["study", str(path), "--budget", "smoke", "--storage", str(tmp_path / "r")]) == 2
+    assert "budgets.paper" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_study_overrides_reach_both_sweeps_and_bad_ones_fail_in_one_line():
     st = load_study(STUDY, "smoke", overrides=["model.backend=fused"])
     assert {w: s.base["model"]["backend"] for w, s in st.sweeps.items()} == {"supervised": "fused",

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from snnlab.cli import main
+from snnlab.config import ConfigError
 from snnlab.sweep.spec import load_sweep, trial_name
 from snnlab.sweep.summary import SPEC_FILE, steps_to_threshold, summarize
 
@@ -49,6 +50,91 @@ def test_unknown_budget_and_bad_override(tmp_path, capsys):
     assert rc == 2 and "--budget 'huge' is not defined; allowed: full, smoke" in err
     rc, _, err = run_cli(capsys, "sweep", str(path), "--set", "model.readout=rate")
     assert rc == 2 and "model.readout" in err
+
+
+@pytest.mark.parametrize("text", ["", "# a sweep, some day\n", "\n# nothing\n\n"])
+def test_empty_sweep_file_exits_2_with_one_line(tmp_path, capsys, text):
+    path = write_yaml(tmp_path / "s.yaml", text)
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--storage", str(tmp_path / "r"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"{path}: the file is empty (nothing but comments or blank lines)" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_sweep_with_an_empty_base_file_exits_2(tmp_path, capsys):
+    write_yaml(tmp_path / "base.yaml", "# to do\n")
+    data = yaml.safe_load(SL_SWEEP)
+    data["base"] = "base.yaml"
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data))
+    rc, _, err = run_cli(capsys, "sweep", str(path))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"{path}: base: {tmp_path / 'base.yaml'}: the file is empty" in err
+
+
+@pytest.mark.parametrize("edit,expected", [
+    ("threshold: .nan\n", "threshold: Input should be a finite number (got nan; allowed: a finite number)"),
+    ("threshold: .inf\n", "threshold: Input should be a finite number (got inf; allowed: a finite number)"),
+    ("threshold: -.inf\n", "threshold: Input should be a finite number (got -inf"),
+    ("seeds: [0, -1]\n", "seeds.1: Input should be greater than or equal to 0 (got -1; allowed: an integer "
+                         "with 0 <= seeds[1] <= 2147483647)"),
+    ("seeds: [4294967296]\n", "seeds.0: Input should be less than or equal to 2147483647"),
+    ("seeds: [0.5]\n", "seeds.0: Input should be a valid integer"),
+    ("diagnostics: {seeds: [-1], every: 1}\n", "diagnostics.seeds.0: Input should be greater than or equal to 0"),
+    ("diagnostics: {seeds: [0], every: 1, k_ref: .nan}\n", "diagnostics.k_ref: Input should be a finite number"),
+    ("settings: [{kind: fixed, k: .nan}]\n", "settings[0].k: Input should be a finite number (got nan; "
+                                             "allowed: a finite number > 0)"),
+    ("settings: [{kind: adaptive, score_low: 0, score_high: .inf}]\n",
+     "settings[0].score_high: Input should be a finite number (got inf; allowed: a finite number)"),
+    ("settings: [{kind: interval, every: -1}]\n", "settings[0].every: Input should be greater than or equal to 1 "
+                                                  "(got -1; allowed: an integer >= 1)"),
+    ("resources: {cpus_per_trial: .nan}\n", "resources.cpus_per_trial: Input should be a finite number"),
+    ("resources: {gpus_per_trial: -1}\n", "resources.gpus_per_trial: Input should be greater than or equal to 0"),
+    ("max_concurrent: -1\n", "max_concurrent: Input should be greater than or equal to 0 (got -1; allowed: an "
+                             "integer >= 0)"),
+    ("smoothing: 0\n", "smoothing: Input should be greater than or equal to 1"),
+    ("set: {optim.lr: .nan}\n", "optim.lr: Input should be a finite number (got nan; allowed: a finite number > 0)"),
+    ("set: {data.val_fraction: 2}\n", "data.val_fraction: Input should be less than 1"),
+    ("params: {optim.lr: [0.01, .inf]}\n", "params.optim.lr=inf: optim.lr: Input should be a finite number"),
+    ("params: {seed: [-3]}\n", "seed: Input should be greater than or equal to 0"),
+])
+def test_bad_sweep_numbers_exit_2_with_one_line_naming_key_and_range(tmp_path, capsys, edit, expected):
+    data = yaml.safe_load(SL_SWEEP)
+    data.update(yaml.safe_load(edit))
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data))
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--storage", str(tmp_path / "r"))
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert expected in err
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+def test_bad_set_override_numbers_exit_2(tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    for override, expected in (("seed=-1", "seed: Input should be greater than or equal to 0"),
+                               ("model.neuron.threshold=.nan", "model.neuron.threshold: Input should be a finite"),
+                               ("data.batch_size=-4", "data.batch_size: Input should be greater than 0")):
+        rc, _, err = run_cli(capsys, "sweep", str(path), "--set", override)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_a_bad_value_in_a_budget_not_selected_fails_at_load(tmp_path, capsys):
+    data = yaml.safe_load(SL_SWEEP)
+    data["budgets"] = {"quick": {"trainer.max_epochs": 1}, "paper": {"optim.lr": float("nan")}}
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data, sort_keys=False))
+    for budget in (None, "quick", "smoke", "full", "paper"):
+        args = ["sweep", str(path), "--storage", str(tmp_path / "r")] + (["--budget", budget] if budget else [])
+        rc, _, err = run_cli(capsys, *args)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{path}: budgets.paper: " in err and "optim.lr: Input should be a finite number" in err, err
+    assert not (tmp_path / "r").exists()
+    data["budgets"]["paper"] = {"model.hiden": [8]}  # a key that does not exist, too
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"budgets\.paper: .*model\.hiden: unknown key"):
+        load_sweep(path, budget="quick")
+    data["budgets"]["paper"] = {"trainer.max_epochs": 30}  # fixed: every budget loads
+    path = write_yaml(tmp_path / "s.yaml", yaml.safe_dump(data, sort_keys=False))
+    assert load_sweep(path, budget="quick").base["trainer"]["max_epochs"] == 1
+    assert load_sweep(path, budget="paper").base["trainer"]["max_epochs"] == 30
 
 
 def test_cluster_address_that_does_not_answer(tmp_path, capsys):
