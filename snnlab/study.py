@@ -45,8 +45,8 @@ from .config import (
     read_yaml,
     validate_document,
 )
+from .study_files import STUDY_FILE  # the folder's file names: shared with the report, no cycle
 
-STUDY_FILE = "snnlab_study.yaml"
 SWEEP_SECTIONS = ("supervised", "rl")
 SECTIONS = ("gradients",) + SWEEP_SECTIONS
 

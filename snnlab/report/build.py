@@ -24,9 +24,12 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..sweep.summary import (
-    comparison_markdown,
     compare_to_reference,
+    comparison_markdown,
+    energy_cells,
+    energy_note,
     load_curves,
+    markdown_table,
     read_spec,
     summarize,
     table_cells,
@@ -159,7 +162,15 @@ def html_table(head: list[str], rows: list[list[str]], note: str = "") -> str:
 
 
 def _html_table(df: pd.DataFrame, spec: dict) -> str:
-    return html_table(*table_cells(df, spec), note=table_note(spec))
+    energy = energy_cells(df)
+    return html_table(*table_cells(df, spec), note=table_note(spec)) + (
+        "" if energy is None else html_table(*energy, note=energy_note()))
+
+
+def _md_table(df: pd.DataFrame, spec: dict) -> str:
+    energy = energy_cells(df)
+    return to_markdown(df, spec) + ("" if energy is None else
+                                    "\n" + markdown_table(*energy) + "\n" + energy_note() + "\n")
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -182,7 +193,7 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     files["summary"] = out / "summary.csv"
     md = ["# snnlab report", ""]
     for sd in sweeps:
-        md += [f"## {sd.name}", f"`{sd.path}`", "", to_markdown(sd.table, sd.spec)]
+        md += [f"## {sd.name}", f"`{sd.path}`", "", _md_table(sd.table, sd.spec)]
         cmp = compare_to_reference(sd.path)
         if not cmp.empty:
             md += ["", comparison_markdown(cmp, sd.spec)]

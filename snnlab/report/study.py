@@ -30,9 +30,12 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError
+from ..study_files import STUDY_FILE
 from ..sweep.summary import (
     comparison_cells,
     compare_to_reference,
+    energy_cells,
+    energy_note,
     markdown_table,
     table_cells,
     table_note,
@@ -310,8 +313,6 @@ class _Page:
 
 
 def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    from ..study import STUDY_FILE
-
     root = Path(root)
     rec_path = root / STUDY_FILE
     if not rec_path.is_file():
@@ -393,6 +394,11 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
         page.h2(f"{WORLD_TITLE[w]}: {sd.name}")
         head, rows = table_cells(sd.table, sd.spec)
         page.table(head, rows, note=table_note(sd.spec))
+        energy = energy_cells(sd.table)
+        if energy is not None:
+            page.p(f"{WORLD_TITLE[w]}: synaptic operations and energy per inference against an ANN "
+                   "of the same shape.")
+            page.table(*energy, note=energy_note())
         if not cmps[w].empty:
             intro, head, rows = comparison_cells(cmps[w])
             page.table(head, rows, note=intro)

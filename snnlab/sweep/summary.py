@@ -22,6 +22,7 @@ curve (the paper's exact variant).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -53,7 +54,10 @@ class TrialCurve:
 
 
 #: result keys kept as per-step diagnostics (RL, supervised validation, gradient probes)
-DIAGNOSTIC_PREFIXES = ("spike_rate/", "val_spike_rate/", "grad/")
+DIAGNOSTIC_PREFIXES = ("spike_rate/", "val_spike_rate/", "eval_spike_rate/", "grad/")
+#: where a trial's per-layer spike rates for the energy estimate come from, first found wins:
+#: the behaviour clone flying its evaluation episodes, supervised validation, the RL learner
+ENERGY_RATE_PREFIXES = ("eval_spike_rate/layer", "val_spike_rate/layer", "spike_rate/layer")
 
 
 def steps_to_threshold(steps, values, threshold: float, window: int, mode: str = "max") -> float:
@@ -133,6 +137,7 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
     curves = load_curves(exp_dir, metric, expected_steps)
     order = [s["label"] for s in spec["settings"]]
     rows = []
+    shapes: dict[str, Any] = {}  # params -> the network's NetShape (or None)
     groups: dict[tuple, list[TrialCurve]] = {}
     for c in curves:
         groups.setdefault((c.setting, json.dumps(c.params, sort_keys=True)), []).append(c)
@@ -158,8 +163,88 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
                 mean_curve = np.nanmean([c.values[:n] for c in finished], axis=0)
                 row["steps_to_threshold_mean_curve"] = steps_to_threshold(
                     finished[0].steps[:n], mean_curve, threshold, window, mode)
+        row.update(_energy_columns(spec, params, finished, shapes))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def trial_rates(c: TrialCurve) -> list[float] | None:
+    """The trial's per-layer spike rates at its last logged step (the trained network)."""
+    for prefix in ENERGY_RATE_PREFIXES:
+        layers = {}
+        for key, vals in c.extra.items():
+            if key.startswith(prefix) and key[len(prefix):].isdigit():
+                fin = vals[np.isfinite(vals)]
+                if len(fin):
+                    layers[int(key[len(prefix):])] = float(fin[-1])
+        if layers:
+            return [layers[i] for i in sorted(layers)]
+    return None
+
+
+def _energy_columns(spec: dict, params: str, finished: list[TrialCurve], shapes: dict) -> dict[str, Any]:
+    """SynOps, MACs and energy per inference (snnlab.energy) from the mean final spike rates of
+    the setting's finished trials; {} when the network's shape or the rates are unknown."""
+    from ..energy import estimate, shape_of
+
+    rates = [r for r in (trial_rates(c) for c in finished) if r is not None]
+    if not rates or not isinstance(spec.get("base"), dict):
+        return {}
+    if params not in shapes:
+        from ..config import apply_overrides
+
+        cfg = copy.deepcopy(spec["base"])
+        apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in json.loads(params).items()])
+        shapes[params] = shape_of(cfg.get("kind", "supervised"), cfg)
+    shape = shapes[params]
+    if shape is None or any(len(r) != len(shape.hidden) for r in rates):
+        return {}
+    mean_rates = np.mean(rates, axis=0)
+    e = estimate(shape, mean_rates)
+    out: dict[str, Any] = {"energy_trials": len(rates)}
+    for i, r in enumerate(mean_rates):
+        out[f"rate_layer{i}"] = float(r)
+    for i, s in enumerate(e.synops_per_layer):
+        out[f"synops_layer{i}"] = s
+    out.update({"synops": e.synops, "snn_macs": e.snn_macs, "ann_macs": e.ann_macs,
+                "snn_energy_nj": e.snn_pj / 1e3, "ann_energy_nj": e.ann_pj / 1e3,
+                "energy_ratio": e.ratio, "network": f"{shape.n_in}-{'-'.join(map(str, shape.hidden))}"
+                                                  f"-{shape.n_out}, T={shape.num_steps}"})
+    return out
+
+
+def energy_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """The energy table (one row per setting with energy columns) as header and cells, or None."""
+    if "synops" not in df:
+        return None
+    df = df[df["synops"].notna()]
+    if df.empty:
+        return None
+    layers = sorted(int(c.removeprefix("synops_layer")) for c in df if c.startswith("synops_layer"))
+    head = ["setting"] + (["params"] if "params" in df else []) + ["trials", "network"]
+    head += [f"rate L{i}" for i in layers] + [f"SynOps L{i}" for i in layers]
+    head += ["SynOps", "MACs (SNN)", "MACs (ANN)", "E SNN (nJ)", "E ANN (nJ)", "SNN/ANN"]
+    rows = []
+    for _, r in df.iterrows():
+        cells = [r["setting"]] + ([r["params"]] if "params" in df else [])
+        cells += [int(r["energy_trials"]), r["network"]]
+        cells += [_fmt(r.get(f"rate_layer{i}", math.nan)) for i in layers]
+        cells += [_fmt(r.get(f"synops_layer{i}", math.nan)) for i in layers]
+        cells += [_fmt(r["synops"]), _fmt(r["snn_macs"]), _fmt(r["ann_macs"]),
+                  _fmt(r["snn_energy_nj"]), _fmt(r["ann_energy_nj"]), _fmt(r["energy_ratio"])]
+        rows.append([str(c) for c in cells])
+    return head, rows
+
+
+def energy_note() -> str:
+    from ..energy import ENERGY_SOURCE
+
+    return ("Per inference (one sample / one action: T steps), from each trial's spike rates at its "
+            "last logged step (spikes per neuron per step; mean over trials). SNN: the first "
+            "layer's dense input current n_in x N_1 MACs once (the static input is projected once "
+            "for all T steps) + SynOps = sum_i rate_i x N_i x T x fan-out_i accumulates; ANN of the "
+            f"same shape: every layer's MACs. Energy per operation: {ENERGY_SOURCE}. Neuron "
+            "updates and memory access are not counted (snnlab.energy).")
 
 
 def paired_test(diffs: list[float], n_boot: int = 10_000, seed: int = 0) -> dict[str, float]:
@@ -327,6 +412,9 @@ def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
     if not cmp.empty:
         md += "\n## Against the steepest fixed slope\n\n" + comparison_markdown(cmp, spec)
         cmp.to_csv(exp_dir / "comparison.csv", index=False)
+    energy = energy_cells(df)
+    if energy is not None:
+        md += "\n## Energy per inference\n\n" + markdown_table(*energy) + "\n" + energy_note() + "\n"
     df.to_csv(exp_dir / "summary.csv", index=False)
     (exp_dir / "summary.md").write_text(md)
     return df, md
