@@ -285,3 +285,52 @@ def test_study_refuses_to_overwrite_resumes_and_rebuilds_the_report(smoke_study,
     assert (root / "report" / "report.html").is_file() and "claims" in capsys.readouterr().out
     assert main(["report", str(root), str(root / "paper_part1_rl")]) == 2
     assert "is a study folder; give it alone" in capsys.readouterr().err
+
+
+# --- the drone study (issue 15): behaviour cloning vs TD3 on the quadrotor ---------------------
+DRONE = REPO / "sweeps" / "paper_part1_drone.yaml"
+
+
+def test_drone_study_loads_with_every_budget():
+    sizes = {}
+    for budget in ("smoke", "laptop", "paper"):
+        st = load_study(DRONE, budget)
+        sizes[budget] = {w: len(s.trials()) for w, s in st.sweeps.items()}
+        assert st.sweeps["supervised"].base["score"] == "eval_return"
+        assert st.sweeps["rl"].base["algorithm"]["name"] == "TD3"
+        assert st.gradients.hidden == [256, 128] and st.gradients.num_steps == 4
+    assert sizes == {"smoke": {"supervised": 2, "rl": 2}, "laptop": {"supervised": 24, "rl": 24},
+                     "paper": {"supervised": 80, "rl": 80}}
+    from snnlab.sweep.spec import load_sweep
+
+    for world in ("sl", "rl"):  # the tuning sweeps: seeds the study never reports
+        tuning = load_sweep(REPO / "sweeps" / f"part1_drone_tuning_{world}.yaml")
+        assert min(tuning.spec.seeds) >= 100 and len(tuning.trials()) == 12
+
+
+@pytest.fixture(scope="module")
+def drone_smoke(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("drone")
+    study = load_study(DRONE, "smoke", overrides=None)
+    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None)
+    return out, storage / "paper_part1_drone"
+
+
+def test_drone_smoke_study_runs_end_to_end_with_energy_tables(drone_smoke):
+    out, root = drone_smoke
+    assert out.errors == []
+    summary = pd.read_csv(root / "report" / "summary.csv")
+    assert sorted(summary["world"].unique()) == ["rl", "supervised"]
+    assert (summary["seeds_finished"] == 1).all()
+    # energy per setting and world: BC 18-256-128-4 and TD3 146-256-128-4, T=4
+    nets = dict(zip(summary["world"], summary["network"]))
+    assert nets == {"supervised": "18-256-128-4, T=4", "rl": "146-256-128-4, T=4"}
+    assert (summary["ann_macs"] == summary["world"].map(
+        {"supervised": 18 * 256 + 256 * 128 + 128 * 4, "rl": 146 * 256 + 256 * 128 + 128 * 4})).all()
+    assert ((summary["synops"] >= 0) & (summary["energy_ratio"] > 0)).all()
+    md = (root / "report" / "report.md").read_text()
+    assert md.count("SNN/ANN") == 2 and "Horowitz, ISSCC 2014" in md
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(widths) == 1, block
+    assert "SynOps" in (root / "paper_part1_drone_rl" / "summary.md").read_text()
