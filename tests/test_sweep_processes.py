@@ -187,3 +187,46 @@ seeds: [0, 1]
     assert info["rc"] == 0 and len(info["nodes"]) == 2
     used = {r["node_id"] for d in (tmp_path / "runs" / "cluster").glob("*_seed*") for r in rows(d)}
     assert used == set(info["nodes"]), (used, info["nodes"])
+
+
+def test_editing_the_package_mid_sweep_does_not_reach_the_running_sweep(tmp_path):
+    """The sweep runs a copy of the package (PYTHONPATH); once the sweep is under way a module its
+    trial processes import only when a trial starts is broken on disk. The workers run the
+    snapshot taken when the sweep started Ray, so every trial still finishes."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "snnlab", src / "snnlab", ignore=shutil.ignore_patterns("__pycache__"))
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: edited
+base: {CONFIGS / 'sl_digits.yaml'}
+set: {{trainer.max_epochs: 2, data.limit: 200, model.hidden: [16]}}
+settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 50}}]
+seeds: [0]
+""")
+    env = sweep_env(tmp_path, PYTHONPATH=str(src))
+    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
+                             str(tmp_path / "runs"), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    exp = tmp_path / "runs" / "edited"
+    deadline = time.time() + 120
+    try:
+        while not (exp / "snnlab_sweep.yaml").exists():  # written once Ray runs, before any trial
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.time() < deadline, "the sweep did not start in time"
+            time.sleep(0.05)
+        with open(src / "snnlab" / "supervised" / "train.py", "a") as f:
+            f.write('\nraise RuntimeError("edited mid-sweep")\n')
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert "edited mid-sweep" not in out
+    for t in ("fixed-k2_seed0", "fixed-k50_seed0"):
+        assert [r["training_iteration"] for r in rows(exp / t)] == [1, 2], (t, out[-2000:])
+    # the checkout really is broken now: a fresh process importing it fails
+    res = subprocess.run([sys.executable, "-c", "import snnlab.supervised.train"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert "edited mid-sweep" in res.stderr

@@ -13,7 +13,9 @@ Result directory: ``<storage>/<sweep name>/`` (Tune's experiment directory):
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +77,34 @@ def connect(address: str | None, wandb_mode: str, num_cpus: int | None = None,
         _check_address(address)
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                  configure_logging=False, runtime_env={"env_vars": env})
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError) as e:
-            raise ConfigError(f"--address {address}: cannot join the Ray cluster ({e})") from None
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="snnlab-code-") as snap:
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                      configure_logging=False, runtime_env=code_snapshot(snap, env))
+        if address:
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError) as e:
+                raise ConfigError(f"--address {address}: cannot join the Ray cluster ({e})") from None
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
     return True
+
+
+def code_snapshot(snap: str, env: dict[str, str]) -> dict[str, Any]:
+    """The job's ``runtime_env``: a copy of the snnlab package as it is now (code and package
+    data such as ``spiking/lif_kernel.cpp``) in ``snap/snnlab``, shipped as Ray's ``working_dir``.
+    ``ray.init`` zips it into the cluster's object store (GCS; no network beyond the cluster) and
+    every worker of this job - on every node - imports snnlab from its extracted copy, first on
+    its path, so editing the checkout while a sweep or study runs does not reach its trials.
+
+    A ``working_dir`` (not ``py_modules``): Ray puts the driver's current directory first on
+    every worker's ``sys.path`` unless the job has a working_dir, and from the repository root
+    that directory's ``snnlab/`` would shadow the snapshot. The driver's directory and
+    PYTHONPATH stay importable behind the snapshot (environments, modules named in configs)."""
+    shutil.copytree(Path(__file__).resolve().parents[1], Path(snap) / "snnlab",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    path = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"working_dir": snap, "env_vars": {**env, "PYTHONPATH": os.pathsep.join(path)}}
 
 
 def wandb_entry(sweep: Sweep, mode: str) -> dict[str, str] | None:
