@@ -215,8 +215,9 @@ seeds: [0]
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.time() < deadline, "the sweep did not start in time"
             time.sleep(0.05)
-        with open(src / "snnlab" / "supervised" / "train.py", "a") as f:
-            f.write('\nraise RuntimeError("edited mid-sweep")\n')
+        for module in ("supervised/train.py", "energy.py"):  # trials / the driver's summary import them
+            with open(src / "snnlab" / module, "a") as f:
+                f.write('\nraise RuntimeError("edited mid-sweep")\n')
         out, _ = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -226,6 +227,8 @@ seeds: [0]
     assert "edited mid-sweep" not in out
     for t in ("fixed-k2_seed0", "fixed-k50_seed0"):
         assert [r["training_iteration"] for r in rows(exp / t)] == [1, 2], (t, out[-2000:])
+    md = (exp / "summary.md").read_text()
+    assert "| fixed-k50 | 1 |" in md and "(snnlab.energy)" in md and "failed" not in md, md
     # the checkout really is broken now: a fresh process importing it fails
     res = subprocess.run([sys.executable, "-c", "import snnlab.supervised.train"], env=env,
                          capture_output=True, text=True, timeout=60)

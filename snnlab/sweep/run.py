@@ -198,6 +198,8 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
 
         if not Tuner.can_restore(exp_dir) or (local and not (Path(exp_dir) / SPEC_FILE).exists()):
             raise ConfigError(f"{exp_dir}: no sweep to resume there")
+    from .. import energy  # noqa: F401 - the summary after fit() uses it: import it now, with the
+    # code the sweep starts with (the workers run a snapshot; an edit mid-sweep reaches neither)
     started = connect(address, wandb_mode, storage=storage)
     t0 = time.perf_counter()
     try:
