@@ -192,7 +192,9 @@ seeds: [0, 1]
 def test_editing_the_package_mid_sweep_does_not_reach_the_running_sweep(tmp_path):
     """The sweep runs a copy of the package (PYTHONPATH); once the sweep is under way a module its
     trial processes import only when a trial starts is broken on disk. The workers run the
-    snapshot taken when the sweep started Ray, so every trial still finishes."""
+    snapshot taken when the sweep started Ray, so every trial still finishes. The sweep runs
+    from the folder holding the package, as from a checkout's root (Ray puts the driver's folder
+    first on the workers' path unless the job has a working_dir)."""
     import shutil
 
     src = tmp_path / "src"
@@ -206,7 +208,7 @@ seeds: [0]
 """)
     env = sweep_env(tmp_path, PYTHONPATH=str(src))
     proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
-                             str(tmp_path / "runs"), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
+                             str(tmp_path / "runs"), "--wandb", "off", "--verbose", "0"], cwd=src,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp = tmp_path / "runs" / "edited"
     deadline = time.time() + 120
