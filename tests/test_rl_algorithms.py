@@ -167,6 +167,14 @@ def test_train_rl_writes_logs_and_checkpoint(ray_session, tmp_path):
     ("algorithm: {name: SAC}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO"),
     ("model: {num_steps: 0}\n", "model.num_steps: Input should be greater than 0"),
     ("algorithm: {name: DQN}\n", "algorithm: unknown name 'DQN'; allowed: PPO, SAC"),
+    ("env: Pendulum-v1\nalgorithm: {name: TD3, policy_delay: 0}\n",
+     "algorithm.policy_delay: Input should be greater than or equal to 1"),
+    ("env: Pendulum-v1\nalgorithm: {name: TD3, polcy_delay: 3}\n",
+     "algorithm.polcy_delay: unknown key; allowed: name, actor_lr"),
+    ("env: Pendulum-v1\nalgorithm: {name: TD3}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO: TD3"),
+    ("env: Pendulum-v1\nalgorithm: {name: TD3, replay_buffer: prioritized}\n",
+     "algorithm.replay_buffer: Input should be 'flat' or 'episode'"),
+    ("env: Pendulum-v1\nmodel: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
 ])
 def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypatch, text, expected):
     import snnlab.rl.train as rl_train

@@ -277,23 +277,6 @@ def test_td3_checkpoint_restores_schedule_and_update_count(ray_session, tmp_path
         restored.stop()
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("algorithm: {name: TD3, policy_delay: 0}\n", "algorithm.policy_delay: Input should be greater than or equal to 1"),
-    ("algorithm: {name: TD3, polcy_delay: 3}\n", "algorithm.polcy_delay: unknown key; allowed: name, actor_lr"),
-    ("algorithm: {name: TD3}\nmodel: {mode: sequence}\n", "model.mode 'sequence' needs PPO: TD3"),
-    ("algorithm: {name: TD3, replay_buffer: prioritized}\n", "algorithm.replay_buffer: Input should be 'flat' or 'episode'"),
-    ("model: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
-])
-def test_invalid_td3_config_exits_2(tmp_path, capsys, monkeypatch, text, expected):
-    import snnlab.rl.train as rl_train
-
-    monkeypatch.setattr(rl_train, "ensure_ray", lambda *a, **k: pytest.fail("Ray was started"))
-    path = write_yaml(tmp_path / "rl.yaml", "kind: rl\nenv: Pendulum-v1\n" + text)
-    assert main(["train", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and expected in err, err
-
-
 def test_shipped_td3_configs_are_valid():
     from snnlab.config import load_experiment
 
