@@ -80,8 +80,12 @@ class TrialRun:
     ``tags``, ``id``); the run lands in ``<dir>/wandb/offline-run-*`` (offline) or is streamed
     (online, ``resume="allow"`` so a retried trial continues its run)."""
 
-    def __init__(self, spec: dict, config: dict, directory: str):
+    def __init__(self, spec: dict, config: dict, directory: str, energy=None):
         import wandb
+
+        #: a ``snnlab.sweep.summary.TrialEnergy`` (or None): each row also gets the trial's energy
+        #: estimate so far (``energy/...``), and the run's summary the final one at ``finish``
+        self.energy = energy
 
         mode = spec["mode"]
         if mode == "offline":
@@ -96,10 +100,22 @@ class TrialRun:
 
     def log(self, result: dict) -> None:
         row = _flat_numbers(result)
+        if self.energy is not None:
+            try:
+                row.update(self.energy.update(result))
+            except Exception as e:  # noqa: BLE001 - an estimate must never fail the trial
+                import warnings
+
+                warnings.warn(f"snnlab: no energy estimate for this W&B run ({type(e).__name__}: {e})",
+                              stacklevel=2)
+                self.energy = None
         self.run.log(row, step=int(result["training_iteration"]))
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
+            final = self.energy.summary() if self.energy is not None else {}
+            if final:
+                self.run.summary.update(final)
             self.run.finish(exit_code=exit_code)
             self.run = None
 
@@ -144,6 +160,21 @@ def read_offline_run(path) -> list:
             records.append(rec)
             parts = b""
     return records
+
+
+def offline_summary(path) -> dict:
+    """The run summary of an offline run file: every ``summary`` record's updates applied in order
+    (later values win; removed keys dropped), keys joined with "/", values JSON-decoded."""
+    import json
+
+    out: dict = {}
+    for rec in read_offline_run(path):
+        if rec.WhichOneof("record_type") == "summary":
+            for i in rec.summary.update:
+                out[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+            for i in rec.summary.remove:
+                out.pop(i.key or "/".join(i.nested_key), None)
+    return out
 
 
 def offline_history(path) -> list[dict]:

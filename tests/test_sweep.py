@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -265,6 +266,10 @@ def test_smoke_sweep_end_to_end(tiny_sweep, capsys):
         assert [h["score"] for h in history] == pytest.approx([r["score"] for r in rows])
         kinds = [r.WhichOneof("record_type") for r in read_offline_run(runs[0])]
         assert kinds[-1] == "exit" and "run" in kinds, (name, kinds[-5:])
+        # and the trial's energy estimate (digits 64 -> LIF 16 -> 10, T=8), per row and final
+        energy = assert_wandb_energy(exp, name, runs[0])
+        assert energy["energy/ann_macs"] == 64 * 16 + 16 * 10 and energy["energy/snn_macs"] == 64 * 16
+        assert energy["energy/network"] == "64-16-10, T=8" and energy["energy/synops"] > 0
     # the printed/saved table agrees with numbers recomputed from the trial files
     df = summarize(exp)
     for setting in ("fixed-k2", "interval"):
@@ -288,6 +293,93 @@ def test_smoke_sweep_end_to_end(tiny_sweep, capsys):
     rc, _, err = run_cli(capsys, "sweep", str(tiny_sweep["file"]), "--storage", str(tiny_sweep["storage"]))
     assert rc == 2 and "already holds this sweep's results" in err
     assert (exp / "summary.md").read_text() == md
+
+
+def assert_wandb_energy(exp, name, run_file) -> dict:
+    """The trial's W&B run carries the energy estimate the summary's functions compute from its
+    result.json rows: each history row the estimate from the rows so far, the run summary the
+    final one (the trial's last logged spike rates). Returns the run summary's energy keys."""
+    import dataclasses
+
+    from snnlab.sweep.summary import (energy_values, load_curves, network_label, network_shape,
+                                      read_spec, trial_rates)
+    from snnlab.wandb_utils import offline_history, offline_summary
+
+    spec = read_spec(exp)
+    (curve,) = [c for c in load_curves(exp, spec["metric"]["name"]) if c.name == name]
+    shape = network_shape(spec["base"], curve.params)
+    final = energy_values(shape, trial_rates(curve))
+    assert final is not None and final["synops"] >= 0, name
+    summary = offline_summary(run_file)
+    got = {k: v for k, v in summary.items() if k.startswith("energy/")}
+    assert got == {**{f"energy/{k}": pytest.approx(v, rel=1e-12) for k, v in final.items()},
+                   "energy/network": network_label(shape)}, name
+    history = offline_history(run_file)
+    assert [h["training_iteration"] for h in history] == list(curve.steps)
+    for i, h in enumerate(history):
+        upto = dataclasses.replace(curve, extra={k: v[:i + 1] for k, v in curve.extra.items()})
+        expected = energy_values(shape, trial_rates(upto))
+        assert {k: v for k, v in h.items() if k.startswith("energy/")} == (
+            {} if expected is None else {f"energy/{k}": pytest.approx(v, rel=1e-12) for k, v in expected.items()})
+    return got
+
+
+@pytest.mark.parametrize("config,rate_key,layers,network", [
+    ("sl_bc_quadrotor.yaml", "eval_spike_rate/layer", 2, "18-256-128-4, T=4"),   # BC: the flown episodes
+    ("rl_quadrotor_td3.yaml", "spike_rate/layer", 2, "146-256-128-4, T=4"),      # TD3, spiking actor
+    ("rl_pendulum.yaml", "spike_rate/layer", 2, "3-64-64-2, T=4"),               # SAC: mean and log-std
+    ("rl_quadrotor_td3.yaml:mlp", "spike_rate/layer", 2, None),                  # MLP actor: no estimate
+    ("rl_cartpole.yaml", None, 0, None),                                         # no spike rates logged
+    ("rl_cartpole.yaml", "spike_rate/layer", 5, None),                           # rates of another shape
+])
+def test_trial_wandb_run_energy_offline_for_every_kind_of_trial(tmp_path, config, rate_key, layers, network):
+    """A trial's W&B run (offline, the real run file) logs energy/... from its rates for BC, TD3
+    and SAC trials, prefers the BC's flown-episode rates, and logs nothing (and does not fail)
+    without a spiking network, without rates or with rates that do not fit the network."""
+    from snnlab.sweep.summary import energy_values, network_shape
+    from snnlab.sweep.trainables import start_wandb
+    from snnlab.wandb_utils import offline_history, offline_summary, read_offline_run
+
+    name, _, variant = config.partition(":")
+    base = yaml.safe_load((CONFIGS / name).read_text())
+    params = {"model.actor": "mlp"} if variant == "mlp" else {}
+    trial = {"sweep": "u", "base": base, "setting": {"label": "fixed-k2", "slope": {"kind": "fixed", "k": 2}},
+             "seed": 0, "params": params, "wandb": {"mode": "offline", "project": "snnlab", "group": "u"}}
+    run = start_wandb(trial, tmp_path.name[-30:], None)  # a run id of its own (W&B's service keys by id)
+    rows = []
+    for step in (1, 2, 3):
+        row = {"training_iteration": step, "score": float(step)}
+        if rate_key:
+            row.update({f"{rate_key}{i}": 0.1 * step + 0.01 * i for i in range(layers)})
+            if rate_key == "eval_spike_rate/layer":  # BC: validation rates too, and no flight at step 3
+                row.update({f"val_spike_rate/layer{i}": 0.9 for i in range(layers)})
+                if step == 3:
+                    row.update({f"{rate_key}{i}": float("nan") for i in range(layers)})
+        rows.append(row)
+        run.log(row)
+    run.finish()
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    # wandb 0.31's finish() can return before its service has written the run file out: wait for
+    # the exit record (a sweep's files are read after the trials' processes are done with them)
+    deadline = time.time() + 60
+    while [r.WhichOneof("record_type") for r in read_offline_run(path)][-1:] != ["exit"]:
+        assert time.time() < deadline, "the offline run file was never completed"
+        time.sleep(0.1)
+    history, summary = offline_history(path), offline_summary(path)
+    assert [h["score"] for h in history] == [1.0, 2.0, 3.0]
+    energy = {k: v for k, v in summary.items() if k.startswith("energy/")}
+    if network is None:
+        assert energy == {} and not any(k.startswith("energy/") for h in history for k in h)
+        return
+    assert energy["energy/network"] == network
+    shape = network_shape(base, params)
+    steps = (1, 2, 2) if rate_key == "eval_spike_rate/layer" else (1, 2, 3)  # BC: step 3's NaN: 2's stay
+    last = [0.1 * steps[-1] + 0.01 * i for i in range(layers)]
+    assert energy == {**{f"energy/{k}": pytest.approx(v) for k, v in energy_values(shape, last).items()},
+                      "energy/network": network}
+    assert [h["energy/rate_layer0"] for h in history] == pytest.approx([0.1 * s for s in steps])
+    assert [h["energy/synops"] for h in history] == pytest.approx(
+        [energy_values(shape, [0.1 * s + 0.01 * i for i in range(layers)])["synops"] for s in steps])
 
 
 def test_paired_test_by_hand():
@@ -405,5 +497,7 @@ max_concurrent: 1
         history = offline_history(run)
         assert [h["score"] for h in history] == pytest.approx([r["score"] for r in rows])
         assert run.parent.name.endswith(rows[0]["trial_id"])  # the trial id is the W&B run id
+        energy = assert_wandb_energy(exp, name, run)  # PPO: CartPole 4 -> LIF 16 -> 2
+        assert energy["energy/ann_macs"] == 4 * 16 + 16 * 2 and energy["energy/network"] == "4-16-2, T=2"
         ids.add(rows[0]["trial_id"])
     assert len(pids) == 1 and len(ids) == 2  # one reused process, two trials

@@ -168,49 +168,115 @@ def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def trial_rates(c: TrialCurve) -> list[float] | None:
-    """The trial's per-layer spike rates at its last logged step (the trained network)."""
+def rates_from_last(last: dict[str, float]) -> list[float] | None:
+    """Per-layer spike rates from each result key's last finite value (``last``: key -> value):
+    the first of :data:`ENERGY_RATE_PREFIXES` with any layer wins; None when there is none."""
     for prefix in ENERGY_RATE_PREFIXES:
-        layers = {}
-        for key, vals in c.extra.items():
-            if key.startswith(prefix) and key[len(prefix):].isdigit():
-                fin = vals[np.isfinite(vals)]
-                if len(fin):
-                    layers[int(key[len(prefix):])] = float(fin[-1])
+        layers = {int(k[len(prefix):]): float(v) for k, v in last.items()
+                  if k.startswith(prefix) and k[len(prefix):].isdigit() and math.isfinite(v)}
         if layers:
             return [layers[i] for i in sorted(layers)]
     return None
 
 
-def _energy_columns(spec: dict, params: str, finished: list[TrialCurve], shapes: dict) -> dict[str, Any]:
-    """SynOps, MACs and energy per inference (snnlab.energy) from the mean final spike rates of
-    the setting's finished trials; {} when the network's shape or the rates are unknown."""
-    from ..energy import estimate, shape_of
+def trial_rates(c: TrialCurve) -> list[float] | None:
+    """The trial's per-layer spike rates at its last logged step (the trained network)."""
+    last = {}
+    for key, vals in c.extra.items():
+        fin = vals[np.isfinite(vals)]
+        if len(fin):
+            last[key] = float(fin[-1])
+    return rates_from_last(last)
 
-    rates = [r for r in (trial_rates(c) for c in finished) if r is not None]
-    if not rates or not isinstance(spec.get("base"), dict):
-        return {}
-    if params not in shapes:
-        from ..config import apply_overrides
 
-        cfg = copy.deepcopy(spec["base"])
-        apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in json.loads(params).items()])
-        shapes[params] = shape_of(cfg.get("kind", "supervised"), cfg)
-    shape = shapes[params]
-    if shape is None or any(len(r) != len(shape.hidden) for r in rates):
-        return {}
-    mean_rates = np.mean(rates, axis=0)
-    e = estimate(shape, mean_rates)
-    out: dict[str, Any] = {"energy_trials": len(rates)}
-    for i, r in enumerate(mean_rates):
+def network_shape(base: dict, params: dict):
+    """The spiking network's shape (``snnlab.energy.NetShape``) of a sweep's resolved ``base``
+    experiment with a trial's ``params`` applied; None without a spiking network or known sizes."""
+    from ..config import apply_overrides
+    from ..energy import shape_of
+
+    cfg = copy.deepcopy(base)
+    apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in params.items()])
+    return shape_of(cfg.get("kind", "supervised"), cfg)
+
+
+def energy_values(shape, rates) -> dict[str, Any] | None:
+    """The energy columns for per-layer spike rates ``rates`` (snnlab.energy.estimate):
+    ``rate_layer{i}``, ``synops_layer{i}``, ``synops``, ``snn_macs``, ``ann_macs``,
+    ``snn_energy_nj``, ``ann_energy_nj``, ``energy_ratio``; None when the rates do not fit."""
+    from ..energy import estimate
+
+    if shape is None or rates is None or len(rates) != len(shape.hidden):
+        return None
+    e = estimate(shape, rates)
+    out: dict[str, Any] = {}
+    for i, r in enumerate(rates):
         out[f"rate_layer{i}"] = float(r)
     for i, s in enumerate(e.synops_per_layer):
         out[f"synops_layer{i}"] = s
     out.update({"synops": e.synops, "snn_macs": e.snn_macs, "ann_macs": e.ann_macs,
                 "snn_energy_nj": e.snn_pj / 1e3, "ann_energy_nj": e.ann_pj / 1e3,
-                "energy_ratio": e.ratio, "network": f"{shape.n_in}-{'-'.join(map(str, shape.hidden))}"
-                                                  f"-{shape.n_out}, T={shape.num_steps}"})
+                "energy_ratio": e.ratio})
     return out
+
+
+def network_label(shape) -> str:
+    return f"{shape.n_in}-{'-'.join(map(str, shape.hidden))}-{shape.n_out}, T={shape.num_steps}"
+
+
+def _energy_columns(spec: dict, params: str, finished: list[TrialCurve], shapes: dict) -> dict[str, Any]:
+    """SynOps, MACs and energy per inference (snnlab.energy) from the mean final spike rates of
+    the setting's finished trials; {} when the network's shape or the rates are unknown."""
+    rates = [r for r in (trial_rates(c) for c in finished) if r is not None]
+    if not rates or not isinstance(spec.get("base"), dict):
+        return {}
+    if params not in shapes:
+        shapes[params] = network_shape(spec["base"], json.loads(params))
+    shape = shapes[params]
+    if shape is None or any(len(r) != len(shape.hidden) for r in rates):
+        return {}
+    values = energy_values(shape, list(np.mean(rates, axis=0)))
+    return {"energy_trials": len(rates), **values, "network": network_label(shape)}
+
+
+class TrialEnergy:
+    """The energy estimate of one running sweep trial, kept up to date from its reported results
+    (what the trial's W&B run logs as ``energy/<column>``): the same rates (each rate key's last
+    finite value so far, :func:`rates_from_last`), shape (:func:`network_shape`) and columns
+    (:func:`energy_values`) as the summary's energy table for that one trial."""
+
+    PREFIX = "energy/"
+
+    def __init__(self, base: dict, params: dict | None = None) -> None:
+        self.base, self.params = base, dict(params or {})
+        self.last: dict[str, float] = {}
+        self.shape, self._shape_known = None, False
+        self.values: dict[str, float] = {}  # the latest estimate, prefixed; {} while there is none
+
+    def update(self, result: dict) -> dict[str, float]:
+        """Read one reported result (its top-level keys, as Tune's result.json holds them) and
+        return the estimate so far as ``energy/...`` numbers ({} without rates or a shape)."""
+        for key, v in result.items():
+            if isinstance(key, str) and key.startswith(ENERGY_RATE_PREFIXES):
+                v = _num(v)
+                if math.isfinite(v):
+                    self.last[key] = v
+        rates = rates_from_last(self.last)
+        if rates is None:
+            return {}
+        if not self._shape_known:
+            self.shape, self._shape_known = network_shape(self.base, self.params), True
+        values = energy_values(self.shape, rates)
+        if values is None:
+            return {}
+        self.values = {self.PREFIX + k: v for k, v in values.items()}
+        return self.values
+
+    def summary(self) -> dict[str, Any]:
+        """The final estimate for the run's summary (with ``energy/network``); {} when none."""
+        if not self.values:
+            return {}
+        return {**self.values, self.PREFIX + "network": network_label(self.shape)}
 
 
 def energy_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:

@@ -121,14 +121,18 @@ def wandb_spec(config: dict[str, Any], trial_id: str | None) -> dict[str, Any] |
 
 
 def start_wandb(config: dict[str, Any], trial_id: str | None, storage):
-    """Start the trial's W&B run in this (the trial's) process; None without W&B."""
+    """Start the trial's W&B run in this (the trial's) process; None without W&B. The run also
+    carries the trial's energy estimate (``energy/...``, :class:`snnlab.sweep.summary.TrialEnergy`)
+    from its spike rates, per row and in its summary."""
     spec = wandb_spec(config, trial_id)
     if spec is None:
         return None
     from ..wandb_utils import TrialRun, trial_dir_from_storage
+    from .summary import TrialEnergy
 
     logged = {k: v for k, v in config.items() if k != "wandb" and not k.startswith("__")}
-    return TrialRun(spec, logged, trial_dir_from_storage(storage))
+    energy = TrialEnergy(config["base"], config.get("params")) if isinstance(config.get("base"), dict) else None
+    return TrialRun(spec, logged, trial_dir_from_storage(storage), energy=energy)
 
 
 def _function_storage():
