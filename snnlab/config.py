@@ -365,13 +365,23 @@ class SACParams(Strict):
     initial_alpha: float = Field(1.0, gt=0.0)
     train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
     replay_capacity: int = Field(100_000, gt=0)
-    prioritized_replay: bool = Field(False, description="PrioritizedEpisodeReplayBuffer instead of "
-                                     "EpisodeReplayBuffer (slower per update)")
+    replay_buffer: Literal["flat", "episode"] = Field(
+        "flat", description="flat: snnlab's FlatEpisodeReplayBuffer (fast, 1-step); episode: RLlib's "
+        "EpisodeReplayBuffer with SAC's training step unchanged")
+    prioritized_replay: bool = Field(False, description="RLlib's PrioritizedEpisodeReplayBuffer "
+                                     "(slower per update; needs replay_buffer: episode)")
     learning_starts: int = Field(1000, ge=0, description="env steps sampled before learning")
     rollout_fragment_length: int = Field(1, gt=0, description="env steps sampled per update round")
     training_intensity: float | None = Field(
         None, gt=0.0, description="trained / sampled steps; default: train_batch_size / rollout_fragment_length")
     env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
+
+    @model_validator(mode="after")
+    def _prioritized_needs_episode_buffer(self):
+        if self.prioritized_replay and "replay_buffer" in self.model_fields_set and self.replay_buffer == "flat":
+            raise ValueError("prioritized_replay needs replay_buffer: episode (RLlib's prioritized "
+                             "buffer); the flat buffer samples uniformly")
+        return self  # prioritized_replay alone selects RLlib's prioritized buffer (train.py)
 
 
 class TD3Params(Strict):

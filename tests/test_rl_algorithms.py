@@ -53,17 +53,23 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
         algo.stop()
 
 
-def test_sac_with_spiking_actor_trains(ray_session):
-    cfg = rl_cfg("Pendulum-v1", algorithm=TINY_SAC)
+@pytest.mark.parametrize("replay_buffer,buffer_class", [
+    ("flat", "FlatEpisodeReplayBuffer"), ("episode", "EpisodeReplayBuffer")])
+def test_sac_with_spiking_actor_trains(ray_session, replay_buffer, buffer_class):
+    cfg = rl_cfg("Pendulum-v1", algorithm={**TINY_SAC, "replay_buffer": replay_buffer})
     algo = build_algorithm_config(cfg).build_algo()
     try:
+        assert type(algo.local_replay_buffer).__name__ == buffer_class
         mod = learner_module(algo)
         assert type(mod.pi_encoder).__name__ == "_SpikingEncoder" and mod.twin_q
         w0 = mod.pi_encoder.net.linears[0].weight.detach().clone()
         for _ in range(3):
-            row = iteration_row(algo.train())
+            result = algo.train()
+            row = iteration_row(result)
         assert row["env_steps"] >= 192
         assert not torch.equal(w0, mod.pi_encoder.net.linears[0].weight)
+        losses = result["learners"]["default_policy"]  # SAC's own losses, from either step
+        assert all(math.isfinite(losses[k]) for k in ("qf_loss", "policy_loss", "alpha_loss"))
         # slope changes no forward output inside RLlib, in the actor of a trained module
         batch = {Columns.OBS: torch.randn(6, 3)}
         outs = []
@@ -175,6 +181,8 @@ def test_train_rl_writes_logs_and_checkpoint(ray_session, tmp_path):
     ("env: Pendulum-v1\nalgorithm: {name: TD3, replay_buffer: prioritized}\n",
      "algorithm.replay_buffer: Input should be 'flat' or 'episode'"),
     ("env: Pendulum-v1\nmodel: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
+    ("env: Pendulum-v1\nalgorithm: {name: SAC, replay_buffer: flat, prioritized_replay: true}\n",
+     "prioritized_replay needs replay_buffer: episode"),
 ])
 def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypatch, text, expected):
     import snnlab.rl.train as rl_train
@@ -184,6 +192,19 @@ def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypat
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected.replace("Value error, ", "") in err
+
+
+def test_sac_replay_buffer_choice():
+    """flat by default; `episode` and prioritized replay keep RLlib's own buffers (and SAC's step)."""
+    from snnlab.rl.td3 import FLAT_BUFFER
+
+    def buffer(**algorithm):
+        cfg = rl_cfg("Pendulum-v1", algorithm={**TINY_SAC, **algorithm})
+        return build_algorithm_config(cfg).replay_buffer_config["type"]
+
+    assert buffer() == FLAT_BUFFER
+    assert buffer(replay_buffer="episode") == "EpisodeReplayBuffer"
+    assert buffer(prioritized_replay=True) == "PrioritizedEpisodeReplayBuffer"
 
 
 def test_shipped_rl_configs_are_valid():

@@ -30,6 +30,7 @@ from torch import nn
 from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
 from ..spiking import get_slope, set_slope
 from .curriculum import CurriculumStateMixin
+from .replay import FlatReplayTrainingStep
 from .td3 import TD3
 
 SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
@@ -260,8 +261,9 @@ class SpikingPPO(CurriculumStateMixin, SlopeScheduleMixin, PPO):
     """RLlib's PPO whose checkpoints also hold the slope schedule and the reward curriculum."""
 
 
-class SpikingSAC(CurriculumStateMixin, SlopeScheduleMixin, SAC):
-    """RLlib's SAC whose checkpoints also hold the slope schedule and the reward curriculum."""
+class SpikingSAC(CurriculumStateMixin, SlopeScheduleMixin, FlatReplayTrainingStep, SAC):
+    """RLlib's SAC whose checkpoints also hold the slope schedule and the reward curriculum;
+    with snnlab's flat replay buffer (:mod:`snnlab.rl.sac`) it trains with the flat step."""
 
 
 class SpikingTD3(CurriculumStateMixin, SlopeScheduleMixin, TD3):

@@ -21,6 +21,10 @@ batch carries ``weights`` = 1 and ``n_step`` = 1 as RLlib's does. One difference
 when full, the oldest *transitions* leave first (a ring), where RLlib evicts whole oldest
 episodes (holding up to one episode fewer). n-step returns and sequence sampling are not
 supported (TD3 and the paper use 1-step targets); ask the original for those.
+
+:class:`FlatReplayTrainingStep` is the DQN-family training step that uses it (TD3's and
+snnlab's SAC): DQN's new-API-stack step with the sampled batch handed to the Learner as
+columns.
 """
 
 from __future__ import annotations
@@ -28,7 +32,24 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    REPLAY_BUFFER_ADD_DATA_TIMER,
+    REPLAY_BUFFER_SAMPLE_TIMER,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TD_ERROR_KEY,
+    TIMERS,
+)
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
 
@@ -131,3 +152,56 @@ class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
         self._num_timesteps_added = state["_num_timesteps_added"]
         self.sampled_timesteps = state["sampled_timesteps"]
         self.rng.bit_generator.state = state["rng"]
+
+
+class FlatReplayTrainingStep:
+    """Mixin for a DQN-family Algorithm (``class TD3(FlatReplayTrainingStep, DQN)``,
+    ``SpikingSAC``): with a :class:`FlatEpisodeReplayBuffer` the training step is DQN's
+    new-API-stack step - sample ``rollout_fragment_length`` steps per env, add them to the
+    buffer, and once ``num_steps_sampled_before_learning_starts`` env steps were sampled make
+    as many Learner updates per round as ``training_intensity`` asks, then sync weights - with
+    one change: each train batch comes from the buffer as columns and goes to
+    ``learner_group.update(batch=...)`` (no per-transition episode objects, no learner
+    connector). Any other buffer (RLlib's own) runs the algorithm's own step unchanged.
+    The buffer's sampling RNG is seeded from the config's seed.
+    """
+
+    def setup(self, config) -> None:
+        super().setup(config)
+        if isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer) and config.seed is not None:
+            self.local_replay_buffer.rng = np.random.default_rng(config.seed)
+
+    def training_step(self) -> None:
+        if not isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer):
+            return super().training_step()
+        store_weight, train_weight = calculate_rr_weights(self.config)
+        for _ in range(store_weight):
+            with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+                episodes, env_runner_results = synchronous_parallel_sample(
+                    worker_set=self.env_runner_group, concat=True,
+                    sample_timeout_s=self.config.sample_timeout_s,
+                    _uses_new_env_runners=True, _return_metrics=True)
+            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+                self.local_replay_buffer.add(episodes)
+
+        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        if sampled < self.config.num_steps_sampled_before_learning_starts:
+            return
+        for _ in range(train_weight):
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+                columns = self.local_replay_buffer.sample_batch(self.config.total_train_batch_size)
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)},
+                                        env_steps=len(columns[Columns.REWARDS]))
+                learner_results = self.learner_group.update(
+                    batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
+                for res in learner_results:  # TD errors are for prioritized buffers, not logs
+                    for module_results in res.values():
+                        module_results.pop(TD_ERROR_KEY, None)
+                self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(learner_results[0].keys()) - {ALL_MODULES},
+                global_vars=None, inference_only=True)

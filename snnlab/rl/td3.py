@@ -48,39 +48,22 @@ from collections import defaultdict
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.algorithms.dqn.dqn import DQN, calculate_rr_weights
+from ray.rllib.algorithms.dqn.dqn import DQN
 from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
 from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.core.learner.utils import make_target_network, update_target_network
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-from ray.rllib.utils.metrics import (
-    ALL_MODULES,
-    ENV_RUNNER_RESULTS,
-    ENV_RUNNER_SAMPLING_TIMER,
-    LEARNER_RESULTS,
-    LEARNER_UPDATE_TIMER,
-    NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    NUM_TARGET_UPDATES,
-    REPLAY_BUFFER_ADD_DATA_TIMER,
-    REPLAY_BUFFER_SAMPLE_TIMER,
-    SYNCH_WORKER_WEIGHTS_TIMER,
-    TD_ERROR_KEY,
-    TIMERS,
-)
+from ray.rllib.utils.metrics import NUM_TARGET_UPDATES, TD_ERROR_KEY
 from torch import nn
 
 from .modules import build_network, mlp, obs_dim
-from .replay import FlatEpisodeReplayBuffer
+from .replay import FlatReplayTrainingStep
 
 QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
@@ -196,60 +179,20 @@ class TD3Config(AlgorithmConfig):
         }
 
 
-class TD3(DQN):
+class TD3(FlatReplayTrainingStep, DQN):
     """TD3: DQN's new-API-stack training step (replay buffer, round-robin sampling and
     updates, weight sync) with TD3's module and learner - exactly how RLlib's SAC is built.
 
-    With the default :class:`~snnlab.rl.replay.FlatEpisodeReplayBuffer` the step is DQN's
-    with one change: the train batch comes from the buffer as columns and goes to
-    ``learner_group.update(batch=...)`` (no per-transition episode objects, no learner
-    connector). With RLlib's own ``EpisodeReplayBuffer`` it is DQN's step unchanged.
+    With the default :class:`~snnlab.rl.replay.FlatEpisodeReplayBuffer` the step is
+    :class:`~snnlab.rl.replay.FlatReplayTrainingStep`'s: DQN's with one change, the train batch
+    comes from the buffer as columns and goes to ``learner_group.update(batch=...)`` (no
+    per-transition episode objects, no learner connector). With RLlib's own
+    ``EpisodeReplayBuffer`` it is DQN's step unchanged.
     """
 
     @classmethod
     def get_default_config(cls) -> TD3Config:
         return TD3Config()
-
-    def setup(self, config: AlgorithmConfig) -> None:
-        super().setup(config)
-        if isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer) and config.seed is not None:
-            self.local_replay_buffer.rng = np.random.default_rng(config.seed)
-
-    def training_step(self) -> None:
-        if not isinstance(self.local_replay_buffer, FlatEpisodeReplayBuffer):
-            return super().training_step()
-        store_weight, train_weight = calculate_rr_weights(self.config)
-        for _ in range(store_weight):
-            with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-                episodes, env_runner_results = synchronous_parallel_sample(
-                    worker_set=self.env_runner_group, concat=True,
-                    sample_timeout_s=self.config.sample_timeout_s,
-                    _uses_new_env_runners=True, _return_metrics=True)
-            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
-            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
-                self.local_replay_buffer.add(episodes)
-
-        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
-        if sampled < self.config.num_steps_sampled_before_learning_starts:
-            return
-        for _ in range(train_weight):
-            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
-                columns = self.local_replay_buffer.sample_batch(self.config.total_train_batch_size)
-            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-                batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)},
-                                        env_steps=len(columns[Columns.REWARDS]))
-                learner_results = self.learner_group.update(
-                    batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
-                for res in learner_results:  # TD errors are for prioritized buffers, not logs
-                    for module_results in res.values():
-                        module_results.pop(TD_ERROR_KEY, None)
-                self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group,
-                policies=set(learner_results[0].keys()) - {ALL_MODULES},
-                global_vars=None, inference_only=True)
-
 
 # --- RLModule -------------------------------------------------------------------------------
 class _TanhActor(nn.Module):

@@ -85,9 +85,10 @@ def build_algorithm_config(cfg: RLConfig):
         )
         module_class = SpikingPPOModule
     elif a.name == "SAC":
-        from ray.rllib.algorithms.sac import SACConfig
+        from .sac import FlatSACConfig
+        from .td3 import FLAT_BUFFER
 
-        config = SACConfig(algo_class=SpikingSAC).training(
+        config = FlatSACConfig(algo_class=SpikingSAC).training(
             actor_lr=a.actor_lr, critic_lr=a.critic_lr, alpha_lr=a.alpha_lr, gamma=a.gamma,
             tau=a.tau, initial_alpha=a.initial_alpha, train_batch_size_per_learner=a.train_batch_size,
             num_steps_sampled_before_learning_starts=a.learning_starts,
@@ -95,7 +96,8 @@ def build_algorithm_config(cfg: RLConfig):
             replay_buffer_config=(
                 {"type": "PrioritizedEpisodeReplayBuffer", "capacity": a.replay_capacity,
                  "alpha": 0.6, "beta": 0.4} if a.prioritized_replay
-                else {"type": "EpisodeReplayBuffer", "capacity": a.replay_capacity}),
+                else {"type": FLAT_BUFFER if a.replay_buffer == "flat" else "EpisodeReplayBuffer",
+                      "capacity": a.replay_capacity}),
         ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
             min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
         module_class = spiking_sac_module_class()
