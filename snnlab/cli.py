@@ -254,11 +254,14 @@ def _add_report(sub) -> None:
         "curves per setting (mean and band over seeds), the slope over training for scheduled "
         "settings, steps-to-threshold and best-score bars, and the summary table, as a "
         "self-contained report.html (plus report.md, the PNGs and summary.csv). Given a study "
-        "folder (from `snnlab study`), rebuild its combined report in <study>/report/.",
+        "folder (from `snnlab study`), rebuild its combined report in <study>/report/; given "
+        "several study folders, put them side by side (claims, Δ AUC vs k_ref and steps to "
+        "threshold per study and world, energy) in --out.",
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid, "
+                   "or study folder(s), e.g. runs/paper_part1 runs/paper_part1_drone (not both kinds)")
     p.add_argument("--out", metavar="DIR", default=REPORT_OUT,
-                   help="output folder (default runs/report; for a study folder: <study>/report)")
+                   help="output folder (default runs/report; for one study folder: <study>/report)")
     p.add_argument("--wandb", action="store_true", help="also publish a W&B Report of the same "
                    "comparison (needs `wandb login` and a network; offline it says so and skips it)")
     p.add_argument("--wandb-project", default="snnlab", help="W&B project of the sweeps' runs")
@@ -272,17 +275,31 @@ def _cmd_report(args) -> int:
     from .study import STUDY_FILE
 
     studies = [d for d in args.dirs if (Path(d) / STUDY_FILE).is_file()]
+    sections = None  # W&B: one section per study (several studies), else one per sweep
     if studies:
-        if len(args.dirs) > 1:
+        others = [d for d in args.dirs if d not in studies]
+        if others:
             from .config import ConfigError
 
-            raise ConfigError(f"report: {studies[0]} is a study folder; give it alone (its report "
-                              f"combines its own sweeps)")
-        from .report.study import build_study_report
+            raise ConfigError(f"report: {studies[0]} is a study folder and {others[0]} is not; give "
+                              f"study folders only (one: its combined report; several: side by side) "
+                              f"or sweep folders only")
+        if len(studies) == 1:
+            from .report.study import build_study_report
 
-        out = None if args.out == REPORT_OUT else args.out
-        files = build_study_report(studies[0], out)
-        sweep_dirs = sorted(str(p.parent) for p in Path(studies[0]).glob("*/snnlab_sweep.yaml"))
+            out = None if args.out == REPORT_OUT else args.out
+            files = build_study_report(studies[0], out)
+        else:
+            from .report.study import build_studies_report
+
+            files = build_studies_report(studies, args.out)
+
+        def study_sweeps(root):
+            return sorted(str(p.parent) for p in Path(root).glob("*/snnlab_sweep.yaml"))
+
+        sweep_dirs = [d for root in studies for d in study_sweeps(root)]
+        if len(studies) > 1:
+            sections = [(_study_name(root), study_sweeps(root)) for root in studies]
     else:
         sweep_dirs = list(args.dirs)
         files = build_report(args.dirs, args.out)
@@ -295,11 +312,24 @@ def _cmd_report(args) -> int:
         if why:
             print(f"W&B report skipped: {why}; the local report above is complete")
         else:
-            report = build_wandb_report([load_sweep_dir(d) for d in sweep_dirs], args.wandb_project,
-                                        args.wandb_entity)
+            if sections is None:
+                report = build_wandb_report([load_sweep_dir(d) for d in sweep_dirs], args.wandb_project,
+                                            args.wandb_entity)
+            else:
+                report = build_wandb_report(
+                    [], args.wandb_project, args.wandb_entity, title="snnlab studies side by side",
+                    studies=[(name, [load_sweep_dir(d) for d in dirs]) for name, dirs in sections])
             report.save()
             print(f"W&B report: {report.url}")
     return 0
+
+
+def _study_name(root) -> str:
+    import yaml
+
+    from .study import STUDY_FILE
+
+    return str(yaml.safe_load((Path(root) / STUDY_FILE).read_text()).get("name", Path(root).name))
 
 
 def build_parser() -> argparse.ArgumentParser:

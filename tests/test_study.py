@@ -284,7 +284,7 @@ def test_study_refuses_to_overwrite_resumes_and_rebuilds_the_report(smoke_study,
     assert main(["report", str(root)]) == 0
     assert (root / "report" / "report.html").is_file() and "claims" in capsys.readouterr().out
     assert main(["report", str(root), str(root / "paper_part1_rl")]) == 2
-    assert "is a study folder; give it alone" in capsys.readouterr().err
+    assert "is a study folder and" in capsys.readouterr().err
 
 
 # --- the drone study (issue 15): behaviour cloning vs TD3 on the quadrotor ---------------------
@@ -334,3 +334,108 @@ def test_drone_smoke_study_runs_end_to_end_with_energy_tables(drone_smoke):
         widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
         assert len(widths) == 1, block
     assert "SynOps" in (root / "paper_part1_drone_rl" / "summary.md").read_text()
+
+
+# --- two studies side by side (issue 15): snnlab report STUDY_A STUDY_B --out DIR ----------------
+def test_report_puts_two_studies_side_by_side(smoke_study, drone_smoke, tmp_path, capsys, monkeypatch):
+    import base64
+
+    import matplotlib.image
+    from PIL import Image
+
+    (_, a), (_, b) = smoke_study, drone_smoke
+    out = tmp_path / "side"
+    assert main(["report", str(a), str(b), "--out", str(out)]) == 0
+    for name in ("report.html", "report.md", "claims.csv", "studies.csv", "summary.csv", "relative_auc.png"):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    assert md.startswith("# snnlab studies: paper_part1 vs paper_part1_drone\n")
+    # each study's claims table, as its own report judged them, and the verdicts side by side
+    claims = pd.read_csv(out / "claims.csv")
+    for study, root in (("paper_part1", a), ("paper_part1_drone", b)):
+        own = pd.read_csv(root / "report" / "claims.csv")
+        mine = claims[claims["study"] == study].drop(columns="study").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, own)
+        assert f"## {study}: the paper's claims and this run" in md
+        section = md.split(f"## {study}: the paper's claims and this run")[1].split("\n## ")[0]
+        for claim, verdict in zip(own["claim"], own["verdict"]):
+            assert f"| {claim} |" in section and f"| {verdict} |" in section
+    assert "| claim | paper_part1 | paper_part1_drone |" in md
+    # the combined table: one row per (study, world), every setting's Δ AUC vs k_ref in % of k_ref's
+    # AUC (the numbers of each study's own comparison.csv and summary.csv) and steps to threshold
+    table = md.split("## Learning speed against k_ref, per study and world")[1].split("\n## ")[0]
+    head = next(line for line in table.splitlines() if line.startswith("| study |"))
+    order = [c.strip() for c in head.strip("|").split("|")][4:]
+    assert order == ["fixed-k1", "fixed-k2", "fixed-k10", "fixed-k25", "fixed-k50", "fixed-k100", "interval",
+                     "adaptive"]
+    studies = pd.read_csv(out / "studies.csv")
+    for study, root in (("paper_part1", a), ("paper_part1_drone", b)):
+        summary = pd.read_csv(root / "report" / "summary.csv")
+        cmp = pd.read_csv(root / "report" / "comparison.csv")
+        for world in ("supervised", "rl"):
+            (row,) = [line for line in table.splitlines() if line.startswith(f"| {study} | {world} |")]
+            cells = dict(zip(order, [c.strip() for c in row.strip("|").split("|")][4:]))
+            ref_auc = summary[(summary.world == world) & (summary.setting == "fixed-k100")]["auc_mean"].iloc[0]
+            assert cells["fixed-k100"].startswith("k_ref; ")
+            for _, c in cmp[cmp.world == world].iterrows():
+                rel = c["auc_mean_diff"] * 100 / abs(ref_auc)
+                assert cells[c["setting"]].startswith(f"{rel:+.1f}%; "), (study, world, c["setting"])
+                got = studies[(studies.study == study) & (studies.world == world) & (studies.setting == c["setting"])]
+                assert got["rel_auc_pct"].iloc[0] == pytest.approx(rel)
+                s = summary[(summary.world == world) & (summary.setting == c["setting"])].iloc[0]
+                assert got["steps_to_threshold_mean"].iloc[0] == pytest.approx(s["steps_to_threshold_mean"],
+                                                                                nan_ok=True)
+                assert cells[c["setting"]].endswith(f"({s['reached']})")
+            assert sum(bool(v) for v in cells.values()) == (8 if study == "paper_part1" else 2)
+    # one figure, a panel per study and world; it loads, and the page embeds exactly it
+    png = out / "relative_auc.png"
+    with Image.open(png) as im:
+        im.verify()
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] > 400 and img.shape[1] > 800
+    html = (out / "report.html").read_text()
+    (data,) = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert base64.b64decode(data) == png.read_bytes() and "(relative_auc.png)" in md
+    assert "paper_part1_drone" in html and "http" not in html
+    # the energy tables of both studies' worlds
+    assert md.count("SNN/ANN") == 4 and "18-256-128-4, T=4" in md and "64-128-128-10, T=8" in md
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(widths) == 1, block
+    # default out: runs/report; --wandb offline says it is skipped
+    capsys.readouterr()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["report", str(a), str(b), "--wandb"]) == 0
+    assert (tmp_path / "runs" / "report" / "report.html").is_file()
+    assert "W&B report skipped: WANDB_MODE=offline" in capsys.readouterr().out
+    # a study folder with a sweep folder: one line naming what is allowed
+    assert main(["report", str(a), str(b / "paper_part1_drone_rl"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a study folder and" in err
+    assert "give study folders only" in err and "or sweep folders only" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_wandb_report_of_two_studies_has_a_section_per_study(smoke_study, drone_smoke, tmp_path, capsys,
+                                                           monkeypatch):
+    """Online (only Report.save, the network call, is replaced): one panel grid per study whose
+    runsets are that study's sweeps."""
+    import wandb_workspaces.reports.v2 as wr
+
+    (_, a), (_, b) = smoke_study, drone_smoke
+    saved = []
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(wr.Report, "save", lambda self, *args, **kw: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: "https://wandb.ai/fake/report"), raising=False)
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "r"), "--wandb", "--wandb-project", "p",
+                 "--wandb-entity", "me"]) == 0
+    (report,) = saved
+    titles = [getattr(blk, "text", None) for blk in report.blocks]
+    assert "paper_part1" in titles and "paper_part1_drone" in titles
+    grids = [blk for blk in report.blocks if isinstance(blk, wr.PanelGrid)]
+    assert [[r.filters for r in g.runsets] for g in grids] == [
+        ["Group == 'paper_part1_rl'", "Group == 'paper_part1_supervised'"],
+        ["Group == 'paper_part1_drone_rl'", "Group == 'paper_part1_drone_supervised'"]]
+    assert [p.y for p in grids[0].panels] == [["score"], ["slope"], ["energy/energy_ratio"]]
+    assert "W&B report: https://wandb.ai/fake/report" in capsys.readouterr().out

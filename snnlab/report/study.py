@@ -14,6 +14,11 @@ into ``<study>/report/``:
     cosine.png                gradient cosine to k_ref per layer, from the diagnostics trials
 
 How the claims are judged is spelled out in :func:`judge_claims` and docs/results.md.
+
+Several study folders (``snnlab report STUDY_A STUDY_B ... --out DIR``, :func:`build_studies_report`)
+are put side by side on one page: each study's claims, one row per study and world with every
+setting's Δ AUC against that study's k_ref and steps to threshold, ``relative_auc.png`` (a panel
+per study and world) and each study's energy tables; ``claims.csv``, ``studies.csv``, ``summary.csv``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import html
 import math
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,7 @@ from .build import (
 )
 
 WORLD_TITLE = {"supervised": "Supervised", "rl": "Reinforcement learning"}
+WORLD_SHORT = {"supervised": "supervised", "rl": "RL"}
 RATE_KEY = {"supervised": "val_spike_rate/layer", "rl": "spike_rate/layer"}
 
 
@@ -67,6 +74,35 @@ def _ref_auc(sd: SweepData, ref: str) -> float:
     return float(row["auc_mean"].iloc[0]) if len(row) else math.nan
 
 
+def _relative_panel(ax, sd: SweepData, cmp: pd.DataFrame, alpha: float, title: str,
+                    order: list[str] | None = None) -> None:
+    """One panel of Δ AUC against the reference in % of its AUC (bars with the 95% CI). With
+    ``order``, one row per setting of ``order`` (the reference at 0, absent settings empty), so
+    that panels of several sweeps line up; else one row per compared setting, in ``cmp``'s order."""
+    ref = cmp["reference"].iloc[0]
+    scale = 100.0 / abs(_ref_auc(sd, ref))
+    y = np.arange(len(cmp)) if order is None else np.array([order.index(s) for s in cmp["setting"]])
+    m = cmp["auc_mean_diff"].to_numpy() * scale
+    lo, hi = cmp["auc_ci_low"].to_numpy() * scale, cmp["auc_ci_high"].to_numpy() * scale
+    colors = [{"+": "C2", "-": "C3", "0": "C7"}[_sig(r, "auc", alpha)] for _, r in cmp.iterrows()]
+    ax.barh(y, m, xerr=[m - lo, hi - m], color=colors, capsize=3)
+    ax.axvline(0, color="k", lw=0.8)
+    if order is None:
+        ax.set_yticks(y, cmp["setting"], fontsize=8)
+        ax.invert_yaxis()
+    else:
+        if ref in order:
+            ax.plot([0], [order.index(ref)], marker="D", color="k", ms=4)
+        for i, setting in enumerate(order):
+            if setting != ref and setting not in set(cmp["setting"]):
+                ax.text(0.02, i, "not in this sweep", transform=ax.get_yaxis_transform(), va="center",
+                        fontsize=7, color="0.5")
+        ax.set_yticks(np.arange(len(order)), [f"{s} (k_ref)" if s == ref else s for s in order], fontsize=8)
+        ax.set_ylim(len(order) - 0.5, -0.5)  # the first setting on top, as inverted above
+    ax.set(title=title, xlabel="% change of the area under the learning curve")
+    ax.grid(alpha=0.3, axis="x")
+
+
 def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], path: Path,
                   alpha: float = 0.05) -> Path | None:
     """Δ AUC against the reference in % of the reference's AUC, with the bootstrap CI; green / red
@@ -77,20 +113,9 @@ def plot_relative(worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame], p
     plt = _plt()
     fig, axes = plt.subplots(1, len(usable), figsize=(6 * len(usable), 4), squeeze=False)
     for ax, (w, sd) in zip(axes[0], usable):
-        cmp = cmps[w]
-        ref = cmp["reference"].iloc[0]
-        scale = 100.0 / abs(_ref_auc(sd, ref))
-        y = np.arange(len(cmp))
-        m = cmp["auc_mean_diff"].to_numpy() * scale
-        lo, hi = cmp["auc_ci_low"].to_numpy() * scale, cmp["auc_ci_high"].to_numpy() * scale
-        colors = [{"+": "C2", "-": "C3", "0": "C7"}[_sig(r, "auc", alpha)] for _, r in cmp.iterrows()]
-        ax.barh(y, m, xerr=[m - lo, hi - m], color=colors, capsize=3)
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y, cmp["setting"], fontsize=8)
-        ax.invert_yaxis()
-        ax.set(title=f"{WORLD_TITLE.get(w, w)}: Δ AUC vs {ref} (% of its AUC, 95% CI)",
-               xlabel="% change of the area under the learning curve")
-        ax.grid(alpha=0.3, axis="x")
+        ref = cmps[w]["reference"].iloc[0]
+        _relative_panel(ax, sd, cmps[w], alpha,
+                        f"{WORLD_TITLE.get(w, w)}: Δ AUC vs {ref} (% of its AUC, 95% CI)")
     return _save(plt, fig, path)
 
 
@@ -312,14 +337,29 @@ class _Page:
         return out / "report.md", out / "report.html"
 
 
-def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+@dataclass
+class StudyData:
+    """What a study's report is built from (:func:`load_study_dir`)."""
+
+    root: Path
+    record: dict
+    name: str
+    grad: pd.DataFrame | None
+    grad_k_ref: float
+    worlds: dict[str, SweepData]
+    cmps: dict[str, pd.DataFrame]
+    rules: dict[str, Any]
+    claims: pd.DataFrame
+
+
+def load_study_dir(root: str | Path) -> StudyData:
+    """Read a study folder: its record, the gradient analysis, both sweeps (those with results),
+    their paired comparisons against k_ref, and the claims judged from them."""
     root = Path(root)
     rec_path = root / STUDY_FILE
     if not rec_path.is_file():
         raise ConfigError(f"{root}: no snnlab study here (missing {STUDY_FILE})")
     record = yaml.safe_load(rec_path.read_text())
-    out = Path(out) if out else root / "report"
-    out.mkdir(parents=True, exist_ok=True)
     name = record["name"]
     grad, grad_k_ref = None, 100.0
     if (root / "gradients" / "gradients_summary.csv").is_file():
@@ -339,6 +379,37 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
     rules = dict(record.get("claims", {}))
     rules["k_ref"] = grad_k_ref
     claims = judge_claims(grad, worlds, cmps, rules)
+    return StudyData(root, record, name, grad, grad_k_ref, worlds, cmps, rules, claims)
+
+
+def _facts(record: dict) -> str:
+    """The study's command, budget, times, machine and versions, as one sentence."""
+    v = record.get("versions", {})
+    stages = record.get("stage_s", {})
+    return (f"Command: `{record.get('command', '')}` (budget: {record.get('budget') or 'as written'}); "
+            f"started {record.get('started', '?')}, finished {record.get('finished', 'not yet')}; "
+            f"wall time {record.get('wall_time_s', 0):.0f} s ("
+            + ", ".join(f"{k} {s:.0f} s" for k, s in stages.items()) + f") on {record.get('machine', '?')}. "
+            + "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".")
+
+
+def _claims_note(rules: dict[str, Any]) -> str:
+    return ("Verdicts follow fixed rules (snnlab.report.study.judge_claims; "
+            f"alpha {rules.get('alpha', 0.05)}, supervised tolerance ±{rules.get('sl_tolerance', 0.02)}, "
+            f"shallow = fixed k <= {rules.get('shallow_k', 2.0):g} plus every scheduled setting).")
+
+
+def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """The combined report of one study folder, written to ``out`` (default ``<study>/report``)."""
+    study = load_study_dir(root)
+    return render_study_report(study, Path(out) if out else study.root / "report")
+
+
+def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root, record, name, grad = study.root, study.record, study.name, study.grad
+    worlds, cmps, rules, claims = study.worlds, study.cmps, study.rules, study.claims
     files: dict[str, Path] = {}
     claims.to_csv(out / "claims.csv", index=False)
     files["claims"] = out / "claims.csv"
@@ -370,17 +441,9 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
         files["gradients"] = Path(shutil.copy(root / "gradients" / "gradients.png", out / "gradients.png"))
 
     page = _Page(f"snnlab study {name}")
-    v = record.get("versions", {})
-    stages = record.get("stage_s", {})
-    page.p(f"Command: `{record.get('command', '')}` (budget: {record.get('budget') or 'as written'}); "
-           f"started {record.get('started', '?')}, finished {record.get('finished', 'not yet')}; "
-           f"wall time {record.get('wall_time_s', 0):.0f} s ("
-           + ", ".join(f"{k} {s:.0f} s" for k, s in stages.items()) + f") on {record.get('machine', '?')}. "
-           + "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".")
+    page.p(_facts(record))
     page.h2("The paper's claims and this run")
-    page.table(*_df_cells(claims), note="Verdicts follow fixed rules (snnlab.report.study.judge_claims; "
-               f"alpha {rules.get('alpha', 0.05)}, supervised tolerance ±{rules.get('sl_tolerance', 0.02)}, "
-               f"shallow = fixed k <= {rules.get('shallow_k', 2.0):g} plus every scheduled setting).")
+    page.table(*_df_cells(claims), note=_claims_note(rules))
     if grad is not None:
         page.h2("Gradient analysis")
         g = grad.pivot(index="k", columns="layer", values="magnitude")
@@ -424,5 +487,169 @@ def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[
                    "on the same batch, mean over probes and diagnostics trials.")
         page.fig(files["cosine"], "Gradient cosine to k_ref per layer during training, mean over "
                  "probes and the diagnostics trials.")
+    files["markdown"], files["html"] = page.write(out)
+    return files
+
+
+# --- several studies side by side (``snnlab report STUDY_A STUDY_B ... --out DIR``) -----------
+def study_labels(studies: list[StudyData]) -> list[str]:
+    """Each study's name; the folder is added where two studies share a name."""
+    names = [st.name for st in studies]
+    return [st.name if names.count(st.name) == 1 else f"{st.name} ({st.root})" for st in studies]
+
+
+def setting_order(studies: list[StudyData]) -> list[str]:
+    """Every setting of every study's sweeps, in the order the study files list them."""
+    order: list[str] = []
+    for st in studies:
+        for sd in st.worlds.values():
+            for s in sd.spec["settings"]:
+                if s["label"] not in order:
+                    order.append(s["label"])
+    return order
+
+
+def studies_table(studies: list[StudyData], labels: list[str]) -> pd.DataFrame:
+    """One row per (study, world, setting): AUC, the paired Δ AUC against the study's k_ref in % of
+    k_ref's AUC (with its 95% CI and p; 0 for k_ref itself) and steps to threshold."""
+    rows = []
+    for st, label in zip(studies, labels):
+        for w, sd in st.worlds.items():
+            cmp = st.cmps[w]
+            ref = cmp["reference"].iloc[0] if not cmp.empty else None
+            scale = 100.0 / abs(_ref_auc(sd, ref)) if ref is not None else math.nan
+            by_setting = {r["setting"]: r for _, r in cmp.iterrows()}
+            for _, r in sd.table.iterrows():
+                row = {"study": label, "world": w, "sweep": sd.name, "setting": r["setting"],
+                       "reference": ref, "seeds": int(r["seeds_finished"]), "auc_mean": r["auc_mean"],
+                       "rel_auc_pct": math.nan, "rel_auc_ci_low_pct": math.nan,
+                       "rel_auc_ci_high_pct": math.nan, "rel_auc_p": math.nan,
+                       "threshold": sd.spec.get("threshold"),
+                       "steps_to_threshold_mean": r.get("steps_to_threshold_mean", math.nan),
+                       "steps_to_threshold_std": r.get("steps_to_threshold_std", math.nan),
+                       "reached": r.get("reached", "")}
+                if r["setting"] == ref:
+                    row.update(rel_auc_pct=0.0, rel_auc_ci_low_pct=0.0, rel_auc_ci_high_pct=0.0)
+                elif r["setting"] in by_setting:
+                    c = by_setting[r["setting"]]
+                    row.update(rel_auc_pct=c["auc_mean_diff"] * scale, rel_auc_ci_low_pct=c["auc_ci_low"] * scale,
+                               rel_auc_ci_high_pct=c["auc_ci_high"] * scale, rel_auc_p=c["auc_p_value"])
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def side_by_side_cells(table: pd.DataFrame, order: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The combined table: one row per (study, world), one column per setting with
+    "Δ AUC % vs k_ref; steps to threshold (reached)"."""
+    head = ["study", "world", "k_ref", "threshold"] + order
+    rows = []
+    if table.empty:
+        return head, rows
+    for (study, world), g in table.groupby(["study", "world"], sort=False):
+        by = {r["setting"]: r for _, r in g.iterrows()}
+        first = g.iloc[0]
+        thr = first["threshold"]
+        cells = [study, world, str(first["reference"] or "-"),
+                 "-" if thr is None or (isinstance(thr, float) and math.isnan(thr)) else f"{thr:g}"]
+        for s in order:
+            if s not in by:
+                cells.append("")
+                continue
+            r = by[s]
+            rel = "k_ref" if s == first["reference"] else (
+                "-" if math.isnan(r["rel_auc_pct"]) else f"{r['rel_auc_pct']:+.1f}%")
+            stt = r["steps_to_threshold_mean"]
+            steps = "-" if stt is None or (isinstance(stt, float) and math.isnan(stt)) else f"{stt:.3g}"
+            cells.append(f"{rel}; {steps}" + (f" ({r['reached']})" if r["reached"] else ""))
+        rows.append(cells)
+    return head, rows
+
+
+def plot_studies_relative(studies: list[StudyData], labels: list[str], order: list[str], path: Path,
+                          alpha: float = 0.05) -> Path | None:
+    """One panel per (study, world): Δ AUC against the study's k_ref in % of its AUC, every
+    panel with the same settings in the same order (rows: studies, columns: worlds)."""
+    grid = [[(w, st) for w in ("supervised", "rl") if w in st.worlds and not st.cmps[w].empty]
+            for st in studies]
+    if not any(grid):
+        return None
+    plt = _plt()
+    ncols = max(len(r) for r in grid)
+    fig, axes = plt.subplots(len(studies), ncols, figsize=(6 * ncols, 0.32 * len(order) * len(studies) + 1.6 * len(studies)),
+                             squeeze=False)
+    for i, (panels, label) in enumerate(zip(grid, labels)):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(panels):
+                ax.set_axis_off()
+                continue
+            w, st = panels[j]
+            ref = st.cmps[w]["reference"].iloc[0]
+            _relative_panel(ax, st.worlds[w], st.cmps[w], alpha, f"{label}: {WORLD_SHORT.get(w, w)}",
+                            order=order)
+            ax.title.set_fontsize(10)
+            ax.set_xlabel(f"Δ AUC vs {ref}, % of its AUC (95% CI)")
+    return _save(plt, fig, path)
+
+
+def build_studies_report(roots: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Several studies side by side in ``out``: report.html (self-contained) / report.md with each
+    study's claims, one combined table (one row per study and world: Δ AUC against k_ref in % and
+    steps to threshold per setting), one figure with a panel per study and world
+    (relative_auc.png), each study's energy tables; claims.csv, studies.csv, summary.csv."""
+    studies = [load_study_dir(r) for r in roots]
+    labels = study_labels(studies)
+    order = setting_order(studies)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    pd.concat([st.claims.assign(study=label) for st, label in zip(studies, labels)], ignore_index=True)[
+        ["study", "claim", "paper", "this run", "verdict"]].to_csv(out / "claims.csv", index=False)
+    files["claims"] = out / "claims.csv"
+    table = studies_table(studies, labels)
+    table.to_csv(out / "studies.csv", index=False)
+    files["studies"] = out / "studies.csv"
+    tables = [sd.table.assign(study=label, world=w) for st, label in zip(studies, labels)
+              for w, sd in st.worlds.items()]
+    if tables:
+        pd.concat(tables, ignore_index=True).to_csv(out / "summary.csv", index=False)
+        files["summary"] = out / "summary.csv"
+    alpha = float(studies[0].rules.get("alpha", 0.05))
+    fig = plot_studies_relative(studies, labels, order, out / "relative_auc.png", alpha)
+    if fig is not None:
+        files["relative_auc"] = fig
+
+    page = _Page("snnlab studies: " + " vs ".join(labels))
+    page.p("Each study's own report (every table and figure): `snnlab report STUDY_FOLDER`. "
+           "Below, the studies side by side.")
+    for st, label in zip(studies, labels):
+        page.p(f"{label} (`{st.root}`): " + _facts(st.record))
+    page.h2("The paper's claims: verdicts side by side")
+    claims = list(dict.fromkeys(c for st in studies for c in st.claims["claim"]))
+    verdicts = [dict(zip(st.claims["claim"], st.claims["verdict"])) for st in studies]
+    page.table(["claim"] + labels, [[c] + [v.get(c, "not judged") for v in verdicts] for c in claims],
+               note="The verdict of each claim in each study; the numbers behind each are in the "
+               "study's claims table below.")
+    page.h2("Learning speed against k_ref, per study and world")
+    page.table(*side_by_side_cells(table, order),
+               note="Per setting: the mean paired difference in AUC (mean score over training) against "
+               "the study's k_ref (the steepest fixed slope of that sweep), in % of k_ref's AUC; then the "
+               "mean steps to threshold over the seeds that reached it (reached / finished seeds; "
+               "steps = epochs for supervised sweeps, iterations for RL). Empty: the sweep has no such "
+               "setting. Every number with its CI and p: studies.csv.")
+    page.fig(files.get("relative_auc"), "Δ AUC against each study's k_ref in % of its AUC, 95% bootstrap "
+             "CI (green: significantly above, red: below - CI excludes 0 and p < alpha; grey: not "
+             "significant); one panel per study and world, settings in the same order.")
+    for st, label in zip(studies, labels):
+        page.h2(f"{label}: the paper's claims and this run")
+        page.table(*_df_cells(st.claims), note=_claims_note(st.rules))
+        if not st.worlds:
+            page.p("No trial results yet.")
+        energies = [(w, sd, energy_cells(sd.table)) for w, sd in st.worlds.items()]
+        energies = [(w, sd, e) for w, sd, e in energies if e is not None]
+        for i, (w, sd, energy) in enumerate(energies):
+            page.p(f"{label}, {WORLD_TITLE[w].lower()} ({sd.name}): synaptic operations and energy per "
+                   "inference against an ANN of the same shape.")
+            page.table(*energy, note=energy_note() if i == len(energies) - 1 else "")
     files["markdown"], files["html"] = page.write(out)
     return files

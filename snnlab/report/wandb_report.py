@@ -16,8 +16,13 @@ def wandb_unavailable_reason() -> str | None:
     return None
 
 
-def build_wandb_report(sweeps, project: str, entity: str | None = None, title: str = "snnlab report"):
-    """Build (not save) a Report: per sweep, curves of score and slope grouped by setting."""
+def build_wandb_report(sweeps, project: str, entity: str | None = None, title: str = "snnlab report",
+                       studies=None):
+    """Build (not save) a Report: per sweep, curves of score and slope grouped by setting.
+
+    ``studies`` (a list of ``(study name, [SweepData, ...])``) adds one section per study: one
+    panel grid whose runsets are that study's sweeps (each its W&B group), with the score, the
+    slope and the energy estimate (``energy/energy_ratio``) per setting."""
     import wandb_workspaces.reports.v2 as wr
 
     blocks = [wr.H1(text=title),
@@ -29,15 +34,38 @@ def build_wandb_report(sweeps, project: str, entity: str | None = None, title: s
             wr.H2(text=sd.name),
             wr.MarkdownBlock(text=f"Threshold {sd.spec.get('threshold')}; source `{sd.path}`."),
             wr.PanelGrid(
-                runsets=[wr.Runset(project=project, entity=entity or "", name=sd.name,
-                                   filters=f"Group == '{sd.name}'", groupby=["setting.label"])],
+                runsets=[_runset(wr, sd, project, entity)],
                 panels=[wr.LinePlot(title=f"{metric} per setting", x="training_iteration", y=[metric],
                                     groupby="setting.label"),
                         wr.LinePlot(title="slope k", x="training_iteration", y=["slope"], log_y=True,
                                     groupby="setting.label")],
             ),
         ]
+    for name, study_sweeps in studies or []:
+        if not study_sweeps:
+            continue
+        metrics = list(dict.fromkeys(sd.spec["metric"]["name"] for sd in study_sweeps))
+        blocks += [
+            wr.H2(text=name),
+            wr.MarkdownBlock(text="Study sweeps (one runset each): " + "; ".join(
+                f"`{sd.name}` (threshold {sd.spec.get('threshold')}, source `{sd.path}`)" for sd in study_sweeps)
+                + "."),
+            wr.PanelGrid(
+                runsets=[_runset(wr, sd, project, entity) for sd in study_sweeps],
+                panels=[wr.LinePlot(title=f"{m} per setting", x="training_iteration", y=[m],
+                                    groupby="setting.label") for m in metrics]
+                + [wr.LinePlot(title="slope k", x="training_iteration", y=["slope"], log_y=True,
+                               groupby="setting.label"),
+                   wr.LinePlot(title="energy SNN / ANN per inference", x="training_iteration",
+                               y=["energy/energy_ratio"], groupby="setting.label")],
+            ),
+        ]
     kwargs = {"project": project, "title": title, "blocks": blocks}
     if entity:
         kwargs["entity"] = entity
     return wr.Report(**kwargs)
+
+
+def _runset(wr, sd, project: str, entity: str | None):
+    return wr.Runset(project=project, entity=entity or "", name=sd.name, filters=f"Group == '{sd.name}'",
+                     groupby=["setting.label"])
