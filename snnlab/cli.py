@@ -303,8 +303,9 @@ def _cmd_report(args) -> int:
     else:
         sweep_dirs = list(args.dirs)
         files = build_report(args.dirs, args.out)
+    width = max(map(len, files), default=0)
     for name, path in files.items():
-        print(f"{name:9s} {path}")
+        print(f"{name:{width}s} {path}")
     if args.wandb:
         from .report.wandb_report import build_wandb_report, wandb_unavailable_reason
 
