@@ -9,8 +9,9 @@ env steps per iteration, 1000 random-warm-up steps (inside the first iteration, 
 medians skip), batch 256, one update per 4 env steps (0.25, the drone study's TD3 ratio),
 actor and critics [64, 64].
 
-- SAC: RLlib's SAC with its own ``EpisodeReplayBuffer`` and DQN's training step; the spiking
-  actor (``SpikingSAC``, T=4, reset mode) vs RLlib's default SAC module (MLP actor).
+- SAC: the spiking actor (``SpikingSAC``, T=4, reset mode) with snnlab's flat replay buffer
+  (the default) and with RLlib's ``EpisodeReplayBuffer`` (``replay_buffer: episode``), and
+  RLlib's SAC as shipped (default module, MLP actor, ``EpisodeReplayBuffer``, DQN's step).
 - TD3: snnlab's TD3 with ``FlatEpisodeReplayBuffer``; ``model.actor: spiking`` vs ``mlp``.
 
 Reported per iteration (median after the first): sampling env steps/s (RLlib's
@@ -34,9 +35,13 @@ RATIO = 0.25  # updates per env step
 FRAGMENT = 10  # env steps per env per sample call (then RATIO x FRAGMENT x N updates)
 
 
-def algorithm(name: str, steps: int, num_envs: int) -> dict:
+VARIANTS = {"SAC": [("spiking", "flat"), ("spiking", "episode"), ("mlp", "episode")],
+            "TD3": [("spiking", "flat"), ("mlp", "flat")]}
+
+
+def algorithm(name: str, steps: int, num_envs: int, buffer: str) -> dict:
     common = {"name": name, "train_batch_size": 256, "learning_starts": 1000,
-              "env_steps_per_iteration": steps, "replay_capacity": 100_000}
+              "env_steps_per_iteration": steps, "replay_capacity": 100_000, "replay_buffer": buffer}
     if name == "TD3":
         # rollout_fragment_length x num_envs env steps, then RATIO x that many updates
         return {**common, "updates_per_env_step": RATIO, "rollout_fragment_length": FRAGMENT}
@@ -44,13 +49,13 @@ def algorithm(name: str, steps: int, num_envs: int) -> dict:
     return {**common, "rollout_fragment_length": FRAGMENT, "training_intensity": 256 * RATIO}
 
 
-def build(name: str, actor: str, num_envs: int, steps: int):
+def build(name: str, actor: str, buffer: str, num_envs: int, steps: int):
     model = {"hidden": [64, 64], "num_steps": 4, "mode": "reset", "critic_hidden": [64, 64]}
     if name == "TD3":
         model["actor"] = actor
     cfg = validate_experiment({
         "kind": "rl", "env": ENV_ID, "logging": {"wandb": "off"},
-        "algorithm": algorithm(name, steps, num_envs), "model": model,
+        "algorithm": algorithm(name, steps, num_envs, buffer), "model": model,
         "runners": {"num_envs_per_env_runner": num_envs, "vectorize_mode": "vector_entry_point"},
         "slope": {"kind": "fixed", "k": 2}}, "benchmark")
     config = build_algorithm_config(cfg)
@@ -80,8 +85,8 @@ def main() -> None:
     print(f"{ENV_ID}: {args.steps} env steps per iteration, {RATIO} updates of 256 per env step")
     for name in args.algos.split(","):
         for n in (int(x) for x in args.num_envs.split(",")):
-            for actor in ("spiking", "mlp"):
-                algo = build(name, actor, n, args.steps).build_algo()
+            for actor, buffer in VARIANTS[name]:
+                algo = build(name, actor, buffer, n, args.steps).build_algo()
                 rows = []
                 for _ in range(args.iterations):
                     r = algo.train()
@@ -94,7 +99,8 @@ def main() -> None:
                 algo.stop()
                 rest = rows[1:] or rows
                 med = [statistics.median(x[i] for x in rest) for i in range(5)]
-                print(f"{name} {actor:7s} actor, {n:2d} env | sampling {med[0]:6.0f} env steps/s | "
+                label = "RLlib's SAC (MLP)" if name == "SAC" and actor == "mlp" else f"{name} {actor}"
+                print(f"{label:18s} {buffer:7s} buffer, {n:2d} env | sampling {med[0]:6.0f} env steps/s | "
                       f"update {med[1]:5.1f} ms | replay sample {med[2]:5.1f} ms | iteration {med[3]:5.2f} s | {med[4]:5.0f} env steps/s overall", flush=True)
     ray.shutdown()
 
