@@ -326,11 +326,9 @@ def _cmd_report(args) -> int:
 
 
 def _study_name(root) -> str:
-    import yaml
+    from .report.study import read_study_record
 
-    from .study import STUDY_FILE
-
-    return str(yaml.safe_load((Path(root) / STUDY_FILE).read_text()).get("name", Path(root).name))
+    return str(read_study_record(root).get("name", Path(root).name))
 
 
 def build_parser() -> argparse.ArgumentParser:

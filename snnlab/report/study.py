@@ -352,14 +352,19 @@ class StudyData:
     claims: pd.DataFrame
 
 
+def read_study_record(root: str | Path) -> dict:
+    """A study folder's record (``snnlab_study.yaml``: name, command, budget, times, claims rules)."""
+    rec_path = Path(root) / STUDY_FILE
+    if not rec_path.is_file():
+        raise ConfigError(f"{root}: no snnlab study here (missing {STUDY_FILE})")
+    return yaml.safe_load(rec_path.read_text())
+
+
 def load_study_dir(root: str | Path) -> StudyData:
     """Read a study folder: its record, the gradient analysis, both sweeps (those with results),
     their paired comparisons against k_ref, and the claims judged from them."""
     root = Path(root)
-    rec_path = root / STUDY_FILE
-    if not rec_path.is_file():
-        raise ConfigError(f"{root}: no snnlab study here (missing {STUDY_FILE})")
-    record = yaml.safe_load(rec_path.read_text())
+    record = read_study_record(root)
     name = record["name"]
     grad, grad_k_ref = None, 100.0
     if (root / "gradients" / "gradients_summary.csv").is_file():
