@@ -21,7 +21,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from snnlab.rl.envs import ENV_ID, QuadrotorHover
+from snnlab.quadrotor.env import ENV_ID, QuadrotorHover
 
 
 def steps_per_second(env, seconds: float) -> float:

@@ -28,7 +28,7 @@ import ray
 import torch
 
 from snnlab.config import validate_experiment
-from snnlab.rl.envs import ENV_ID
+from snnlab.quadrotor.env import ENV_ID
 from snnlab.rl.train import build_algorithm_config
 
 RATIO = 0.25  # updates per env step

@@ -22,7 +22,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from snnlab.config import validate_experiment
-from snnlab.rl.envs import ENV_ID
+from snnlab.quadrotor.env import ENV_ID
 from snnlab.rl.train import build_algorithm_config
 
 

@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from .rl import envs as _envs  # noqa: E402,F401  (registers snnlab/QuadrotorHover-v0; numpy + gymnasium)
+from . import quadrotor as _quadrotor  # noqa: E402,F401  (registers snnlab/QuadrotorHover-v0; numpy + gymnasium)

@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     user_errors: tuple[type[BaseException], ...] = (ConfigError,)
     try:
-        from .supervised.bc_data import DatasetError
+        from .quadrotor.bc_data import DatasetError
         from .supervised.data import DataError
 
         user_errors += (DataError, DatasetError)

@@ -164,7 +164,7 @@ class DataConfig(Strict):
 
 
 class BCEvalConfig(Strict):
-    """How the behaviour clone is flown (snnlab.rl.fly.fly) during training."""
+    """How the behaviour clone is flown (snnlab.quadrotor.fly.fly) during training."""
 
     every: int = Field(1, ge=1, description="fly after every N-th epoch (epochs 0, N, 2N, ... and the "
                        "last); between flights the schedule and sweeps see the latest eval_return")
@@ -174,8 +174,8 @@ class BCEvalConfig(Strict):
 
 
 class BCDataConfig(Strict):
-    """Behaviour cloning of snnlab.rl.expert.HoverExpert on snnlab/QuadrotorHover-v0
-    (dataset: snnlab.supervised.bc_data, cached as <root>/bc_hover_<hash>.npz)."""
+    """Behaviour cloning of snnlab.quadrotor.expert.HoverExpert on snnlab/QuadrotorHover-v0
+    (dataset: snnlab.quadrotor.bc_data, cached as <root>/bc_hover_<hash>.npz)."""
 
     name: Literal["bc_quadrotor"]
     root: str = Field("data", description="folder of the cached dataset files (relative: to the "
@@ -201,7 +201,7 @@ class BCDataConfig(Strict):
     @field_validator("env_config")
     @classmethod
     def _valid_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from .rl.envs import QuadrotorHover
+        from .quadrotor.env import QuadrotorHover
 
         check_finite(v)
 
@@ -303,7 +303,7 @@ def check_env_id(env_id: str) -> None:
 
     import gymnasium as gym
 
-    from .rl import envs  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
+    from . import quadrotor  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
 
     module, _, name = env_id.rpartition(":")
     if module:

@@ -93,7 +93,7 @@ def _rl_io(cfg: dict[str, Any]) -> tuple[int, int]:
 
     env_id, env_config = cfg["env"], dict(cfg.get("env_config") or {})
     if env_id.startswith("snnlab/"):
-        from .rl.envs import make_quadrotor
+        from .quadrotor.env import make_quadrotor
 
         env = make_quadrotor(env_config)
     else:
@@ -120,7 +120,7 @@ def _supervised_io(cfg: dict[str, Any]) -> tuple[int, int]:
         return 64, 10
     if name == "bc_quadrotor":
 
-        from .rl.envs import make_quadrotor
+        from .quadrotor.env import make_quadrotor
         from .supervised.bc import N_ACTIONS
 
         env = make_quadrotor(dict(data.get("env_config") or {}))

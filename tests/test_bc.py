@@ -13,7 +13,7 @@ from snnlab.cli import main
 from snnlab.config import load_experiment
 from snnlab.supervised import BCDataModule, BehaviourCloner, train_supervised
 from snnlab.supervised.bc import dataset_spec
-from snnlab.supervised.bc_data import dataset_path
+from snnlab.quadrotor.bc_data import dataset_path
 
 from .helpers import CONFIGS
 
@@ -42,8 +42,8 @@ def test_loss_is_mse_against_the_expert_labels(tmp_path):
     obs, act = next(iter(dm.train_dataloader()))
     assert obs.shape == (128, 18) and act.shape == (128, 4)
     # labels are the expert's actions at those observations
-    from snnlab.rl.expert import HoverExpert
-    from snnlab.rl.vector_env import QuadrotorHoverVector
+    from snnlab.quadrotor.expert import HoverExpert
+    from snnlab.quadrotor.vector_env import QuadrotorHoverVector
 
     expert = HoverExpert(QuadrotorHoverVector(1, **cfg.data.env_config))
     np.testing.assert_allclose(act.numpy(), expert(obs.numpy()), atol=1e-5)

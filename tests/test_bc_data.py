@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snnlab.rl.expert import HoverExpert
-from snnlab.rl.envs import QuadrotorHover
-from snnlab.supervised import bc_data
-from snnlab.supervised.bc_data import BCDatasetSpec, DatasetError, generate, load_or_generate
+from snnlab.quadrotor.expert import HoverExpert
+from snnlab.quadrotor.env import QuadrotorHover
+from snnlab.quadrotor import bc_data
+from snnlab.quadrotor.bc_data import BCDatasetSpec, DatasetError, generate, load_or_generate
 
 SMALL = {"max_steps": 100}
 
@@ -57,7 +57,7 @@ def test_key_changes_the_file():
     assert (BCDatasetSpec(env_config={"reward": "paper", "max_steps": 100}).filename()
             == BCDatasetSpec(env_config={"max_steps": 100, "reward": "paper"}).filename())
     key = s.key()
-    assert key["env_version"] == bc_data.DATASET_ENV_VERSION and key["expert"] and key["format"]
+    assert key["env_version"] == bc_data.ENV_VERSION and key["expert"] and key["format"]
 
 
 def test_labels_are_the_clean_expert_action_at_perturbed_states(tmp_path):

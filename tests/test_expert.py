@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from snnlab.rl.envs import ENV_ID, QuadrotorHover
-from snnlab.rl.expert import ExpertGains, HoverExpert
+from snnlab.quadrotor.env import ENV_ID, QuadrotorHover
+from snnlab.quadrotor.expert import ExpertGains, HoverExpert
 
 
 def rollouts(n, seed=0, steps=500, **env_kw):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from snnlab.rl.envs import ENV_ID, QuadrotorHover, euler_to_matrix
+from snnlab.quadrotor.env import ENV_ID, QuadrotorHover, euler_to_matrix
 
 REST = dict(position=[0, 0, 0], velocity=[0, 0, 0], angular_velocity=[0, 0, 0], rotation=np.eye(3))
 
@@ -155,7 +155,7 @@ def test_surviving_pays_on_average_from_random_starts():
 
 # --- reward presets, curriculum, action history, observation noise -------------------------
 
-from snnlab.rl.envs import (  # noqa: E402
+from snnlab.quadrotor.env import (  # noqa: E402
     CURRICULUM_STAGES,
     CURRICULUM_STEPS_PER_STAGE,
     REWARD_PRESETS,

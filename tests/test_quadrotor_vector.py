@@ -7,8 +7,8 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
-from snnlab.rl.envs import ENV_ID, QuadrotorHover
-from snnlab.rl.vector_env import QuadrotorHoverVector
+from snnlab.quadrotor.env import ENV_ID, QuadrotorHover
+from snnlab.quadrotor.vector_env import QuadrotorHoverVector
 
 VARIANTS = [
     {},
@@ -156,7 +156,7 @@ def test_returned_arrays_are_copies():
 
 
 def test_curriculum_stage_on_every_drone():
-    from snnlab.rl.curriculum import get_curriculum_stages, set_curriculum_stage
+    from snnlab.quadrotor.curriculum import get_curriculum_stages, set_curriculum_stage
 
     a_env, b_env = batched(4, reward="l2f"), synced(4, reward="l2f")
     for env in (a_env, b_env, gym.make(ENV_ID, reward="l2f")):
@@ -175,7 +175,7 @@ def test_curriculum_stage_on_every_drone():
 
 
 def test_curriculum_schedule_from_env_config():
-    from snnlab.rl.curriculum import curriculum_spec, stage_for_steps
+    from snnlab.quadrotor.curriculum import curriculum_spec, stage_for_steps
 
     paper = curriculum_spec({"reward": "paper", "curriculum_steps_per_stage": 200})
     assert paper == {"preset": "paper", "stages": 6, "steps_per_stage": 200, "initial_stage": 0}
@@ -220,7 +220,7 @@ def test_rllib_registered_creator_gets_the_batched_env():
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
     from ray.tune.registry import register_env
 
-    from snnlab.rl.envs import make_quadrotor
+    from snnlab.quadrotor.env import make_quadrotor
 
     register_env(ENV_ID, make_quadrotor)
     runner = SingleAgentEnvRunner(config=_ppo_config(reward="l2f"))

@@ -331,9 +331,9 @@ def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):
 
 
 def test_fly_scores_an_expert_and_a_falling_drone():
-    from snnlab.rl.expert import HoverExpert
-    from snnlab.rl.fly import fly
-    from snnlab.rl.vector_env import QuadrotorHoverVector
+    from snnlab.quadrotor.expert import HoverExpert
+    from snnlab.quadrotor.fly import fly
+    from snnlab.quadrotor.vector_env import QuadrotorHoverVector
 
     expert = HoverExpert(QuadrotorHoverVector(num_envs=1))
     good = fly(expert, episodes=20, seed=0)

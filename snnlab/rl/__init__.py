@@ -1,9 +1,5 @@
-"""The RL world: spiking RLlib modules, the slope-schedule callback, environments.
+"""The RL world: spiking RLlib modules, one algorithm registry (PPO, SAC, TD3), the replay
+buffer, RLlib callbacks, and the `snnlab train` RL loop.
 
-Importing this package registers ``snnlab/QuadrotorHover-v0`` with gymnasium
-(``snnlab.rl.envs`` is numpy + gymnasium only) but does not import Ray;
-import the other submodules (``modules``, ``callbacks``, ``curriculum``,
-``train``) when you need them.
+Importing this package imports nothing; its submodules import Ray (RLlib) where they need it.
 """
-
-from . import envs  # noqa: F401  (registers snnlab/QuadrotorHover-v0)

@@ -16,7 +16,7 @@ After every training iteration :class:`CurriculumCallback` computes::
 across a restore), writes it into every env of every EnvRunner - local and
 remote, training and evaluation (``foreach_env_runner(..., local_env_runner=True)``
 and :func:`set_curriculum_stage`, which handles SyncVectorEnv / AsyncVectorEnv
-sub-envs, the batched :class:`~snnlab.rl.vector_env.QuadrotorHoverVector`,
+sub-envs, the batched :class:`~snnlab.quadrotor.vector_env.QuadrotorHoverVector`,
 single envs and wrappers) - and records ``curriculum_stage`` (the stage this
 iteration sampled with) and ``curriculum_stage_next`` in the result. A preset
 with one stage (``snnlab_v0``, or an env_config without ``reward``) is left
@@ -33,58 +33,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gymnasium.vector import VectorEnv
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from .envs import CURRICULUM_STAGES, CURRICULUM_STEPS_PER_STAGE, DEFAULT_REWARD, check_preset
+from ..quadrotor.curriculum import curriculum_spec, get_curriculum_stages, set_curriculum_stage, stage_for_steps
 
 STATE_KEY = "snnlab_curriculum"  # in Algorithm.get_state()
-
-
-# --- the schedule --------------------------------------------------------------------------------
-def curriculum_spec(env_config: dict | None) -> dict[str, Any]:
-    """``{"preset", "stages", "steps_per_stage", "initial_stage"}`` from an env_config."""
-    cfg = dict(env_config or {})
-    preset = check_preset(cfg.get("reward", DEFAULT_REWARD))
-    steps = cfg.get("curriculum_steps_per_stage")
-    steps = CURRICULUM_STEPS_PER_STAGE[preset] if steps is None else int(steps)
-    if CURRICULUM_STAGES[preset] > 1 and steps <= 0:
-        raise ValueError(f"curriculum_steps_per_stage must be > 0, got {steps}")
-    return {"preset": preset, "stages": CURRICULUM_STAGES[preset], "steps_per_stage": steps,
-            "initial_stage": int(cfg.get("curriculum_stage", 0))}
-
-
-def stage_for_steps(env_steps: int, spec: dict[str, Any]) -> int:
-    """The stage after ``env_steps`` sampled env steps: one more every ``steps_per_stage``."""
-    if spec["stages"] <= 1:
-        return 0
-    return int(min(int(env_steps) // spec["steps_per_stage"], spec["stages"] - 1))
-
-
-# --- reaching the envs -----------------------------------------------------------------------------
-def set_curriculum_stage(env, stage: int) -> int:
-    """Set ``stage`` on ``env`` - a gymnasium Env or VectorEnv, wrapped or not; returns how
-    many single envs (drones) it reached."""
-    base = getattr(env, "unwrapped", env)
-    if isinstance(base, VectorEnv):
-        if hasattr(base, "set_curriculum_stage"):  # QuadrotorHoverVector: all drones at once
-            base.set_curriculum_stage(stage)
-        else:  # SyncVectorEnv / AsyncVectorEnv: each sub-env (through its wrappers)
-            base.call("set_curriculum_stage", stage)
-        return int(base.num_envs)
-    base.set_curriculum_stage(stage)
-    return 1
-
-
-def get_curriculum_stages(env) -> list[int]:
-    """The stage of every single env inside ``env`` (tests, debugging)."""
-    base = getattr(env, "unwrapped", env)
-    if isinstance(base, VectorEnv):
-        if hasattr(base, "set_curriculum_stage"):
-            return [int(base.curriculum_stage)] * int(base.num_envs)
-        return [int(s) for s in base.get_attr("curriculum_stage")]
-    return [int(base.curriculum_stage)]
 
 
 def _set_on_runner(env_runner, stage: int) -> int:

@@ -44,7 +44,7 @@ from .callbacks import (
     iteration_score,
 )
 from .curriculum import CurriculumCallback
-from .envs import ENV_ID, make_quadrotor
+from ..quadrotor.env import ENV_ID, make_quadrotor
 
 
 @dataclass

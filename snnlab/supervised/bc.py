@@ -6,10 +6,10 @@
   regressed onto the expert's action with MSE; logs ``train_loss`` /
   ``val_loss`` (MSE), ``slope`` and ``{train,val}_spike_rate/layer{i}``.
 - :class:`BCDataModule`: the cached expert dataset
-  (:func:`snnlab.supervised.bc_data.load_or_generate`), split into train and
+  (:func:`snnlab.quadrotor.bc_data.load_or_generate`), split into train and
   validation by whole episodes (:meth:`BCDataset.split`, seeded by the run's seed).
 - :class:`FlyEvalCallback`: after validation every ``every`` epochs (and the
-  last), flies the clone in the batched env (:func:`snnlab.rl.fly.fly`) and
+  last), flies the clone in the batched env (:func:`snnlab.quadrotor.fly.fly`) and
   logs ``eval_return``, ``eval_full_fraction`` (episodes flown to the end),
   ``eval_length`` and ``eval_spike_rate/layer{i}`` - before
   ``on_train_epoch_end``, so :class:`SlopeScheduleCallback` and the sweep's
@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
+from ..quadrotor.bc_data import BCDataset, BCDatasetSpec, DatasetError, dataset_path, load_or_generate
+from ..quadrotor.env import N_ACTIONS
 from ..spiking import SpikingMLP, SpikingMLPConfig
-from .bc_data import BCDataset, BCDatasetSpec, DatasetError, dataset_path, load_or_generate
-
-N_ACTIONS = 4
 
 
 class BehaviourCloner(L.LightningModule):
@@ -161,7 +160,7 @@ class FlyEvalCallback(L.Callback):
         return epoch % self.every == 0 or epoch + 1 >= (trainer.max_epochs or 0)
 
     def flight(self, pl_module: L.LightningModule) -> dict[str, float]:
-        from ..rl.fly import fly
+        from ..quadrotor.fly import fly
 
         net = pl_module.net
         rates: list[np.ndarray] = []

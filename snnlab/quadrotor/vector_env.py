@@ -11,7 +11,7 @@ gym_env_vectorize_mode="vector_entry_point")`` (any value of
 is the same thing).
 
 Same physics, reward presets, curriculum, action history and observation
-noise as :class:`snnlab.rl.envs.QuadrotorHover` (it takes the same kwargs and
+noise as :class:`snnlab.quadrotor.env.QuadrotorHover` (it takes the same kwargs and
 builds one to read its constants), with arrays over drones: motors ``[N, 4]``,
 ``p, v, w [N, 3]``, ``R [N, 3, 3]``. The attitude update is the same exact
 exponential map, Rodrigues' formula on the batch::
@@ -54,7 +54,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .envs import (
+from .env import (
     BASE_OBS_DIM,
     QuadrotorHover,
     compute_reward,

@@ -1,4 +1,4 @@
-"""Behaviour-cloning data: :class:`~snnlab.rl.expert.HoverExpert` rollouts on the quadrotor.
+"""Behaviour-cloning data: :class:`~snnlab.quadrotor.expert.HoverExpert` rollouts on the quadrotor.
 
 ``load_or_generate(BCDatasetSpec(...), root)`` returns a :class:`BCDataset`
 (``obs [N, obs_dim]`` and ``actions [N, 4]`` float32 numpy arrays, the
@@ -50,13 +50,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from snnlab.rl.envs import ENV_ID
-from snnlab.rl.expert import EXPERT_VERSION, ExpertGains, HoverExpert
-
-try:  # the env's own version constant, when envs.py defines one
-    from snnlab.rl.envs import ENV_VERSION as DATASET_ENV_VERSION
-except ImportError:  # pragma: no cover - depends on envs.py
-    DATASET_ENV_VERSION = "QuadrotorHover-v0"
+from .env import ENV_ID, ENV_VERSION
+from .expert import EXPERT_VERSION, ExpertGains, HoverExpert
 
 DATASET_FORMAT_VERSION = 1
 DEFAULT_ROOT = "data"
@@ -102,7 +97,7 @@ class BCDatasetSpec:
         return {
             "format": DATASET_FORMAT_VERSION,
             "env_id": ENV_ID,
-            "env_version": DATASET_ENV_VERSION,
+            "env_version": ENV_VERSION,
             "env_config": json.loads(json.dumps(dict(self.env_config), sort_keys=True)),
             "episodes": int(self.episodes),
             "action_noise": float(self.action_noise),
@@ -206,7 +201,7 @@ def generate(spec: BCDatasetSpec, num_envs: int = 256, progress: bool = True,
     ``spec.episodes`` of ``max_attempts`` (default ``2 * episodes + 64``)
     episodes stay in the box.
     """
-    import gymnasium as gym  # (snnlab.rl.envs, imported above, registers ENV_ID)
+    import gymnasium as gym  # (snnlab.quadrotor.env, imported above, registers ENV_ID)
 
     env = gym.make_vec(ENV_ID, num_envs=int(num_envs), vectorization_mode="vector_entry_point",
                        **dict(spec.env_config))
@@ -389,5 +384,5 @@ def load_or_generate(spec: BCDatasetSpec, root: str | Path | None = None, regene
     return ds
 
 
-__all__ = ["BCDataset", "BCDatasetSpec", "DatasetError", "DATASET_ENV_VERSION", "episode_reset_seeds",
+__all__ = ["BCDataset", "BCDatasetSpec", "DatasetError", "episode_reset_seeds",
            "DATASET_FORMAT_VERSION", "generate", "load", "load_or_generate", "save", "dataset_path"]

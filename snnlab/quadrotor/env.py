@@ -3,7 +3,7 @@
 ``snnlab/QuadrotorHover-v0`` (registered when ``snnlab``, ``snnlab.rl`` or this
 module is imported): a Crazyflie 2.1 rigid body in x-configuration, pure
 numpy, 100 Hz. :class:`QuadrotorHover` is one drone in scalar Python;
-:class:`snnlab.rl.vector_env.QuadrotorHoverVector` steps N drones with the
+:class:`snnlab.quadrotor.vector_env.QuadrotorHoverVector` steps N drones with the
 same physics and reward in one numpy step and is the spec's
 ``vector_entry_point`` (``gym.make_vec(ENV_ID, num_envs=N,
 vectorization_mode="vector_entry_point")``).
@@ -107,6 +107,10 @@ import numpy as np
 from gymnasium import spaces
 
 ENV_ID = "snnlab/QuadrotorHover-v0"
+#: the env's version in the BC dataset's cache key (bump when dynamics or observations change)
+ENV_VERSION = "QuadrotorHover-v0"
+#: actions per step: one command per motor, in [-1, 1]
+N_ACTIONS = 4
 MAX_EPISODE_STEPS = 500
 BASE_OBS_DIM = 18
 REWARD_PRESETS = ("snnlab_v0", "paper", "l2f")
@@ -283,7 +287,7 @@ class QuadrotorHover(gym.Env):
         self.set_curriculum_stage(curriculum_stage)
         self.obs_dim = BASE_OBS_DIM + 4 * self.action_history
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(N_ACTIONS,), dtype=np.float32)
 
     # --- curriculum ----------------------------------------------------------------
     @property
@@ -383,8 +387,8 @@ class QuadrotorHover(gym.Env):
 
 
 if ENV_ID not in gym.envs.registry:
-    gym.register(id=ENV_ID, entry_point="snnlab.rl.envs:QuadrotorHover",
-                 vector_entry_point="snnlab.rl.vector_env:QuadrotorHoverVector",
+    gym.register(id=ENV_ID, entry_point="snnlab.quadrotor.env:QuadrotorHover",
+                 vector_entry_point="snnlab.quadrotor.vector_env:QuadrotorHoverVector",
                  max_episode_steps=MAX_EPISODE_STEPS)
 
 
@@ -393,7 +397,7 @@ def make_quadrotor(env_config: dict | None = None):
 
     A config with ``num_envs`` (what RLlib's env runner adds when
     ``gym_env_vectorize_mode="vector_entry_point"``) gets the batched
-    :class:`~snnlab.rl.vector_env.QuadrotorHoverVector` with the spec's
+    :class:`~snnlab.quadrotor.vector_env.QuadrotorHoverVector` with the spec's
     ``max_episode_steps``; otherwise one ``gym.make(ENV_ID, **env_config)``.
     """
     cfg = dict(env_config or {})

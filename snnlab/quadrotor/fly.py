@@ -1,7 +1,7 @@
 """Fly a policy in the batched quadrotor: the evaluation both worlds share.
 
 :func:`fly` runs ``episodes`` deterministic episodes of ``snnlab/QuadrotorHover-v0`` at once
-in :class:`~snnlab.rl.vector_env.QuadrotorHoverVector` (one drone per episode, drone i reset
+in :class:`~snnlab.quadrotor.vector_env.QuadrotorHoverVector` (one drone per episode, drone i reset
 with seed ``seed + i``, so the same seed gives the same initial states to every policy) and
 returns their returns, lengths and the fraction that flew all ``max_steps`` steps inside the
 box. ``policy`` maps observations ``[N, obs_dim]`` (numpy float32) to actions ``[N, 4]`` in
