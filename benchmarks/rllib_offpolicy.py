@@ -27,7 +27,7 @@ import statistics
 import ray
 import torch
 
-from snnlab.config import validate_experiment
+from snnlab.experiment import validate_experiment
 from snnlab.quadrotor.env import ENV_ID
 from snnlab.rl.train import build_algorithm_config
 

@@ -21,7 +21,7 @@ import ray
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-from snnlab.config import validate_experiment
+from snnlab.experiment import validate_experiment
 from snnlab.quadrotor.env import ENV_ID
 from snnlab.rl.train import build_algorithm_config
 

@@ -15,7 +15,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from snnlab.config import load_experiment
+from snnlab.experiment import load_experiment
 from snnlab.rl.train import train_rl
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "rl_pendulum_td3.yaml"

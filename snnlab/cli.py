@@ -37,7 +37,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .config import load_experiment
+    from .experiment import load_experiment
 
     overrides = list(args.overrides)
     for flag, key in (("seed", "seed"), ("max_epochs", "trainer.max_epochs"),
@@ -77,6 +77,15 @@ def _cmd_train(args) -> int:
               f"{res.epochs} epochs, {res.wall_time_s:.1f} s)")
     print(f"run directory: {res.run_dir}")
     return 0
+
+
+def _shown(path) -> str:
+    """``path`` relative to the working directory when it lies below it (what a user typed:
+    runs/rl_fixed_grid), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def cfg_kind(path: str) -> str:
@@ -149,10 +158,10 @@ def _cmd_sweep(args) -> int:
     print(out.summary_md)
     for err in out.errors:
         print(f"FAILED trial {err}")
-    print(f"{out.trials} trials ({len(out.errors)} failed) in {out.wall_time_s:.0f} s; "
-          f"results: {out.exp_dir}")
+    where = _shown(out.exp_dir)
+    print(f"{out.trials} trials ({len(out.errors)} failed) in {out.wall_time_s:.0f} s; results: {where}")
     if args.wandb == "offline":
-        print(f"upload W&B runs later with: wandb sync {out.exp_dir}/*/wandb/offline-run-*")
+        print(f"upload W&B runs later with: wandb sync {where}/*/wandb/offline-run-*")
     return 1 if out.errors else 0
 
 
@@ -176,6 +185,7 @@ def _add_study(sub) -> None:
 
 
 def _cmd_study(args) -> int:
+    from .report.study import build_study_report
     from .study import load_study, run_study
     from .wandb_utils import check_wandb_mode
 
@@ -184,7 +194,7 @@ def _cmd_study(args) -> int:
     out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
                     resume=args.resume, verbose=args.verbose,
                     log=lambda msg: print(f"snnlab study: {msg}", flush=True),
-                    command=" ".join(["snnlab", *map(shlex.quote, args.argv)]))
+                    command=" ".join(["snnlab", *map(shlex.quote, args.argv)]), report=build_study_report)
     claims = Path(out.report["claims"])
     import pandas as pd
 

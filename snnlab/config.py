@@ -1,8 +1,14 @@
-"""Validated experiment configs (YAML -> pydantic models) with one-line errors.
+"""The config schema's shared parts (YAML -> pydantic models) and its one-line errors.
 
-Every config file is checked against these models before anything runs: an
-unknown key, a wrong type, an out-of-range value or a missing file becomes one
-:class:`ConfigError` line naming the file, the key path and what is allowed.
+Every config file is checked against pydantic models before anything runs: an unknown key, a
+wrong type, an out-of-range value or a missing file becomes one :class:`ConfigError` line
+naming the file, the key path and what is allowed. This module holds what every kind of file
+shares - the strict base model, seeds, the spiking network, slope schedules, logging,
+diagnostics, the gradient-analysis protocol, YAML reading, ``--set`` overrides and the error
+formatting - and imports no training world. The experiment schemas live with their worlds
+(:mod:`snnlab.supervised.config`, :mod:`snnlab.rl.config`: an RL algorithm's section is
+defined in its own file, see :mod:`snnlab.rl.registry`); :mod:`snnlab.experiment` loads
+either kind.
 """
 
 from __future__ import annotations
@@ -12,8 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .schedules import SlopeSchedule, make_schedule
 from .spiking.surrogate import SURROGATES
@@ -152,96 +157,6 @@ def _fixed_if_no_kind(cls, v: Any) -> Any:
     return {"kind": "fixed", **v} if isinstance(v, dict) and "kind" not in v else v
 
 
-# --- supervised experiment ------------------------------------------------------
-class DataConfig(Strict):
-    name: Literal["digits", "mnist", "fashion_mnist"] = "digits"
-    root: str = Field("data", description="where torchvision datasets live / are downloaded to")
-    download: bool = Field(True, description="try to download torchvision datasets if missing")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    batch_size: int = Field(64, gt=0)
-    num_workers: int = Field(0, ge=0)
-    limit: int | None = Field(None, gt=0, description="use only the first N training samples")
-
-
-class BCEvalConfig(Strict):
-    """How the behaviour clone is flown (snnlab.quadrotor.fly.fly) during training."""
-
-    every: int = Field(1, ge=1, description="fly after every N-th epoch (epochs 0, N, 2N, ... and the "
-                       "last); between flights the schedule and sweeps see the latest eval_return")
-    episodes: int = Field(20, gt=0, description="episodes per flight, all at once in the batched env")
-    seed: Seed = Field(0, description="reset seed of drone 0 (drone i: seed + i); the same "
-                      "initial states at every flight")
-
-
-class BCDataConfig(Strict):
-    """Behaviour cloning of snnlab.quadrotor.expert.HoverExpert on snnlab/QuadrotorHover-v0
-    (dataset: snnlab.quadrotor.bc_data, cached as <root>/bc_hover_<hash>.npz)."""
-
-    name: Literal["bc_quadrotor"]
-    root: str = Field("data", description="folder of the cached dataset files (relative: to the "
-                      "working directory of `snnlab train` / `snnlab sweep`)")
-    episodes: int = Field(1000, gt=0, description="expert episodes kept (non-crashing; 501 rows each)")
-    action_noise: float = Field(0.0, ge=0.0, description="std of the Gaussian added to the expert's "
-                                "action when stepping (labels stay clean: DAgger-style states)")
-    random_action_prob: float = Field(0.0, ge=0.0, le=1.0, description="chance per step of stepping "
-                                      "with a uniform random action instead")
-    dataset_seed: Seed = Field(0, description="seed of the expert rollouts")
-    env_config: dict[str, Any] = Field(default_factory=dict, description="QuadrotorHover kwargs "
-                                       "(reward preset, max_steps, action_history, ...): data and flights")
-    generate: bool = Field(True, description="generate the dataset when its file is missing")
-    regenerate: bool = Field(False, description="rebuild a corrupt or mismatching dataset file "
-                             "instead of stopping")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="validation share, whole episodes")
-    batch_size: int = Field(1024, gt=0)
-    num_workers: int = Field(0, ge=0)
-    limit: int | None = Field(None, gt=0, description="use only the first episodes holding at most "
-                              "N samples (at least 2 episodes)")
-    eval: BCEvalConfig = Field(default_factory=BCEvalConfig)
-
-    @field_validator("env_config")
-    @classmethod
-    def _valid_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from .quadrotor.env import QuadrotorHover
-
-        check_finite(v)
-
-        if "num_envs" in v:
-            raise ValueError("num_envs is not an env kwarg here (the batch width is chosen by snnlab)")
-        try:
-            QuadrotorHover(**v)
-        except TypeError as e:
-            raise ValueError(f"not a QuadrotorHover kwarg: {str(e).split('argument ')[-1]}") from None
-        return v
-
-
-def _data_task(v: Any) -> str:
-    """``data.name: bc_quadrotor`` is behaviour cloning; any other name (or none) a classification dataset."""
-    name = v.get("name") if isinstance(v, dict) else getattr(v, "name", None)
-    return "behaviour_cloning" if name == "bc_quadrotor" else "classification"
-
-
-AnyDataConfig = Annotated[Union[Annotated[DataConfig, Tag("classification")],
-                                Annotated[BCDataConfig, Tag("behaviour_cloning")]], Discriminator(_data_task)]
-
-#: metrics a supervised run may feed its slope schedule and report as a sweep's score (higher is better)
-SCORES = {"classification": ("val_acc", "train_acc"),
-          "behaviour_cloning": ("eval_return", "eval_full_fraction")}
-
-
-class OptimConfig(Strict):
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-
-
-class TrainerConfig(Strict):
-    max_epochs: int = Field(20, gt=0)
-    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
-    devices: int = Field(1, gt=0)
-    deterministic: bool = True
-    log_every_n_steps: int = Field(10, gt=0)
-    progress_bar: bool = True
-
-
 class LoggingConfig(Strict):
     out_dir: str = Field("runs/train", description="run directory root (checkpoints, logs)")
     name: str = Field("run", min_length=1, description="run name (default: the config file's stem)")
@@ -264,226 +179,6 @@ class DiagnosticsConfig(Strict):
     k_ref: float = Field(100.0, gt=0.0, description="reference slope for the gradient cosine")
     probe_batch: int = Field(64, gt=0, description="RL: standard-normal probe observations")
 
-
-class SupervisedConfig(Strict):
-    kind: Literal["supervised"] = "supervised"
-    seed: Seed = 0
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    slope: SlopeConfig = Field(default_factory=FixedSlopeConfig)
-    data: AnyDataConfig = Field(default_factory=DataConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
-    score: str | None = Field(None, description="the metric fed to the slope schedule, monitored by "
-                              "the best checkpoint and reported as a sweep's score; default: val_acc "
-                              "(classification), eval_return (data.name: bc_quadrotor)")
-
-    _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
-
-    @property
-    def task(self) -> str:
-        return "behaviour_cloning" if self.data.name == "bc_quadrotor" else "classification"
-
-    @property
-    def score_key(self) -> str:
-        return self.score or SCORES[self.task][0]
-
-    @model_validator(mode="after")
-    def _score_fits_task(self):
-        if self.score is not None and self.score not in SCORES[self.task]:
-            raise ValueError(f"score: {self.score!r} is not a {self.task} metric; allowed: "
-                             f"{', '.join(SCORES[self.task])}")
-        return self
-
-
-def check_env_id(env_id: str) -> None:
-    """Raise ValueError unless gymnasium knows ``env_id`` (``"module:Id"`` imports the module first)."""
-    import importlib
-
-    import gymnasium as gym
-
-    from . import quadrotor  # noqa: F401  (registers snnlab/QuadrotorHover-v0)
-
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ValueError(f"cannot import module {module!r} for environment {env_id!r}: {e}") from None
-    if name not in gym.envs.registry:
-        close = [k for k in gym.envs.registry if name.lower().split("/")[-1][:4] in k.lower()][:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown gymnasium environment {name!r}{hint}")
-
-
-# --- reinforcement learning (RLlib) ----------------------------------------------
-class RLModelConfig(ModelConfig):
-    hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
-    num_steps: int = Field(4, gt=0, description="T: internal steps per environment step")
-    mode: Literal["reset", "sequence"] = Field(
-        "reset", description="reset: fresh membranes per action; sequence: carried as RLlib state")
-    max_seq_len: int = Field(20, gt=0, description="sequence mode: BPTT chunk length (env steps)")
-    critic_hidden: list[Annotated[int, Field(gt=0)]] = Field([64, 64], min_length=1)
-    initial_log_std: float = Field(0.0, description="PPO, continuous actions: initial log-std")
-    actor: Literal["spiking", "mlp"] = Field(
-        "spiking", description="TD3: the spiking actor, or an MLP of the same `hidden` sizes (ANN baseline)")
-    actor_inputs: int = Field(0, ge=0, description="TD3: the actor reads only the first N observation "
-                              "values (e.g. 18: the quadrotor without its action history); 0: all")
-
-    def module_config(self, slope: float) -> dict[str, Any]:
-        return {**self.network_kwargs(), "hidden": list(self.hidden), "slope": slope,
-                "mode": self.mode, "max_seq_len": self.max_seq_len,
-                "critic_hidden": list(self.critic_hidden), "initial_log_std": self.initial_log_std,
-                "actor": self.actor, "actor_inputs": self.actor_inputs,
-                # RLlib's SAC builds its twin Q networks from these default-model keys
-                "fcnet_hiddens": list(self.critic_hidden), "fcnet_activation": "relu"}
-
-
-class PPOParams(Strict):
-    name: Literal["PPO"] = "PPO"
-    lr: float = Field(3e-4, gt=0.0)
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
-    lambda_: float = Field(0.95, ge=0.0, le=1.0)
-    clip_param: float = Field(0.2, gt=0.0)
-    vf_clip_param: float = Field(10.0, gt=0.0)
-    entropy_coeff: float = Field(0.0, ge=0.0)
-    vf_loss_coeff: float = Field(1.0, ge=0.0)
-    train_batch_size: int = Field(2000, gt=0, description="env steps per iteration")
-    minibatch_size: int = Field(128, gt=0)
-    num_epochs: int = Field(10, gt=0)
-    grad_clip: float | None = Field(None, gt=0.0)
-
-
-class SACParams(Strict):
-    name: Literal["SAC"]
-    actor_lr: float = Field(3e-4, gt=0.0)
-    critic_lr: float = Field(3e-4, gt=0.0)
-    alpha_lr: float = Field(3e-4, gt=0.0)
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
-    tau: float = Field(0.005, gt=0.0, le=1.0)
-    initial_alpha: float = Field(1.0, gt=0.0)
-    train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
-    replay_capacity: int = Field(100_000, gt=0)
-    replay_buffer: Literal["flat", "episode"] = Field(
-        "flat", description="flat: snnlab's FlatEpisodeReplayBuffer (fast, 1-step); episode: RLlib's "
-        "EpisodeReplayBuffer with SAC's training step unchanged")
-    prioritized_replay: bool = Field(False, description="RLlib's PrioritizedEpisodeReplayBuffer "
-                                     "(slower per update; needs replay_buffer: episode)")
-    learning_starts: int = Field(1000, ge=0, description="env steps sampled before learning")
-    rollout_fragment_length: int = Field(1, gt=0, description="env steps sampled per update round")
-    training_intensity: float | None = Field(
-        None, gt=0.0, description="trained / sampled steps; default: train_batch_size / rollout_fragment_length")
-    env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
-
-    @model_validator(mode="after")
-    def _prioritized_needs_episode_buffer(self):
-        if self.prioritized_replay and "replay_buffer" in self.model_fields_set and self.replay_buffer == "flat":
-            raise ValueError("prioritized_replay needs replay_buffer: episode (RLlib's prioritized "
-                             "buffer); the flat buffer samples uniformly")
-        return self  # prioritized_replay alone selects RLlib's prioritized buffer (train.py)
-
-
-class TD3Params(Strict):
-    """TD3 (snnlab.rl.td3); defaults are the paper's (PAPER.md, "The paper's own RL and BC setups")."""
-
-    name: Literal["TD3"]
-    actor_lr: float = Field(1e-3, gt=0.0)
-    critic_lr: float = Field(1e-3, gt=0.0)
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
-    tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak rate of the target networks")
-    train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
-    replay_capacity: int = Field(1_000_000, gt=0)
-    replay_buffer: Literal["flat", "episode"] = Field(
-        "flat", description="flat: snnlab's FlatEpisodeReplayBuffer (fast); episode: RLlib's "
-        "EpisodeReplayBuffer with DQN's training step unchanged")
-    learning_starts: int = Field(10_000, ge=0, description="env steps of uniform random actions "
-                                 "before learning starts (the random warm-up)")
-    exploration_noise: float = Field(0.1, ge=0.0, description="std of the Gaussian action noise "
-                                     "on the EnvRunners (actions in [-1, 1]); none in evaluation")
-    target_noise: float = Field(0.2, ge=0.0, description="target-policy smoothing noise std")
-    target_noise_clip: float = Field(0.5, ge=0.0, description="clip of the smoothing noise")
-    policy_delay: int = Field(2, ge=1, description="one actor + target update per this many critic updates")
-    updates_per_env_step: float = Field(1.0, gt=0.0, description="gradient updates per env step sampled")
-    rollout_fragment_length: int = Field(1, gt=0, description="env steps per env between update rounds")
-    env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
-    grad_clip: float | None = Field(None, gt=0.0, description="clip each network's global grad norm")
-
-
-AlgorithmParams = Annotated[Union[PPOParams, SACParams, TD3Params], Field(discriminator="name")]
-
-
-class RunnersConfig(Strict):
-    num_env_runners: int = Field(0, ge=0)
-    num_envs_per_env_runner: int = Field(1, gt=0)
-    num_learners: int = Field(0, ge=0)
-    vectorize_mode: Literal["sync", "async", "vector_entry_point"] = Field(
-        "sync", description="how an EnvRunner batches its envs (RLlib's gym_env_vectorize_mode): "
-        "sync: gymnasium's SyncVectorEnv of single envs; vector_entry_point: the env's own batched "
-        "class (snnlab/QuadrotorHover-v0: N drones in one numpy step)")
-    torch_threads: int | None = Field(
-        1, gt=0, description="torch threads of the process running `snnlab train` (its Learner and "
-        "local EnvRunner when num_learners / num_env_runners are 0; Ray's workers in sweeps already "
-        "run one); null: torch's default. 1 avoids OpenMP stalls when another process shares the "
-        "cores (measured on 2 cores with one busy: TD3's batch-256 update 5 ms with 1 thread, "
-        "250-600 ms with 2; PPO CartPole's learner 0.6 s vs 10 s per iteration)")
-
-
-class EvaluationConfig(Strict):
-    interval: int = Field(0, ge=0, description="evaluate every N iterations (0: off)")
-    episodes: int = Field(10, gt=0)
-
-
-class StopConfig(Strict):
-    iterations: int = Field(30, gt=0)
-    target_return: float | None = Field(None, description="stop once the score reaches this")
-
-
-class RLConfig(Strict):
-    kind: Literal["rl"]
-    seed: Seed = 0
-    env: str = Field("CartPole-v1", description="gymnasium id, e.g. snnlab/QuadrotorHover-v0")
-    env_config: dict[str, Any] = Field(default_factory=dict, description="kwargs for gym.make")
-    algorithm: AlgorithmParams = Field(default_factory=PPOParams)
-    model: RLModelConfig = Field(default_factory=RLModelConfig)
-    slope: SlopeConfig = Field(default_factory=FixedSlopeConfig)
-    runners: RunnersConfig = Field(default_factory=RunnersConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    stop: StopConfig = Field(default_factory=StopConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
-
-    _default_slope_kind = field_validator("slope", mode="before")(_fixed_if_no_kind)
-
-    @field_validator("algorithm", mode="before")
-    @classmethod
-    def _default_algorithm(cls, v: Any) -> Any:
-        return {"name": "PPO", **v} if isinstance(v, dict) and "name" not in v else v
-
-    @field_validator("env")
-    @classmethod
-    def _known_env(cls, v: str) -> str:
-        check_env_id(v)
-        return v
-
-    @field_validator("env_config")
-    @classmethod
-    def _finite_env_config(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return check_finite(v)
-
-    @model_validator(mode="after")
-    def _mode_fits_algorithm(self):
-        if self.algorithm.name in ("SAC", "TD3") and self.model.mode == "sequence":
-            raise ValueError(f"model.mode 'sequence' needs PPO: {self.algorithm.name} trains on single "
-                             f"transitions from a replay buffer; use mode 'reset' with {self.algorithm.name}")
-        if self.algorithm.name != "TD3" and (self.model.actor != "spiking" or self.model.actor_inputs):
-            raise ValueError("model.actor and model.actor_inputs apply to TD3 only; "
-                             f"{self.algorithm.name} always uses the spiking actor on all inputs")
-        return self
-
-
-ExperimentConfig = Union[SupervisedConfig, RLConfig]
-_EXPERIMENTS: dict[str, type[Strict]] = {"supervised": SupervisedConfig, "rl": RLConfig}
 
 
 # --- gradient analysis (snnlab analyze gradients) -------------------------------------
@@ -545,7 +240,9 @@ def _model_at(cls: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | 
     return cls
 
 
-_TAGS = {"fixed", "interval", "adaptive", "PPO", "SAC", "TD3", "classification", "behaviour_cloning"}
+#: keys whose value is a tagged union (slope kinds, RL algorithms, data tasks): in pydantic's error
+#: locations the member's tag follows them (``algorithm.TD3.actor_lr``) and is left out of the path
+_UNION_KEYS = ("slope", "algorithm", "data")
 
 #: error types after which the message also states the key's allowed range
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
@@ -606,7 +303,7 @@ def format_validation_error(err: ValidationError, source: str, cls: type[BaseMod
     parts = []
     for e in err.errors():
         loc = tuple(p for i, p in enumerate(e["loc"])
-                    if not (p in _TAGS and i > 0 and e["loc"][i - 1] in ("slope", "algorithm", "data")))
+                    if not (isinstance(p, str) and i > 0 and e["loc"][i - 1] in _UNION_KEYS))
         path = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = _model_at(cls, loc[:-1], data)
@@ -678,21 +375,4 @@ def validate_document(data: dict, path: str | Path, kind: str, cls: type[BaseMod
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path), cls, data)) from None
 
-
-def validate_experiment(data: dict, source: str) -> ExperimentConfig:
-    kind = data.get("kind", "supervised")
-    cls = _EXPERIMENTS.get(kind)
-    if cls is None:
-        raise ConfigError(f"{source}: kind: unknown experiment kind {kind!r}; allowed: {', '.join(_EXPERIMENTS)}")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source, cls, data)) from None
-
-
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    data = apply_overrides(read_yaml(path), overrides or [], source=str(path))
-    if isinstance(data.get("logging", {}), dict):
-        data.setdefault("logging", {}).setdefault("name", Path(path).stem)
-    return validate_experiment(data, str(path))
 

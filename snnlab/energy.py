@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 #: pJ per 32-bit float multiply-accumulate (Horowitz ISSCC 2014, 45 nm: mult 3.7 + add 0.9)
 E_MAC_PJ = 4.6
@@ -47,6 +46,10 @@ ENERGY_SOURCE = ("45 nm CMOS, 32-bit float: MAC 4.6 pJ, accumulate 0.9 pJ "
 
 @dataclass(frozen=True)
 class NetShape:
+    """A SpikingMLP's shape: inputs, LIF layer sizes, readout size, time steps per inference.
+    An experiment config gives its own (``network_shape()`` of the supervised and RL configs,
+    from the resolved config and the data set's or env's sizes)."""
+
     n_in: int
     hidden: tuple[int, ...]
     n_out: int
@@ -83,63 +86,3 @@ def estimate(shape: NetShape, rates: Sequence[float], e_mac: float = E_MAC_PJ,
     snn_macs = float(shape.n_in * shape.hidden[0])
     ann = float(ann_macs(shape))
     return Energy(per_layer, synops, snn_macs, ann, e_mac * snn_macs + e_ac * synops, e_mac * ann)
-
-
-# --- the network shape of an experiment config ------------------------------------------------
-def _rl_io(cfg: dict[str, Any]) -> tuple[int, int]:
-    import gymnasium as gym
-
-    from .rl.modules import obs_dim
-
-    env_id, env_config = cfg["env"], dict(cfg.get("env_config") or {})
-    if env_id.startswith("snnlab/"):
-        from .quadrotor.env import make_quadrotor
-
-        env = make_quadrotor(env_config)
-    else:
-        env = gym.make(env_id, **env_config)
-    try:
-        n_obs, space = obs_dim(env.observation_space), env.action_space
-    finally:
-        env.close()
-    model = cfg.get("model") or {}
-    n_in = int(model.get("actor_inputs") or 0) or n_obs
-    algo = str((cfg.get("algorithm") or {}).get("name", "PPO")).upper()
-    if isinstance(space, gym.spaces.Discrete):
-        n_out = int(space.n)
-    else:
-        n_act = int(space.shape[0])
-        n_out = 2 * n_act if algo == "SAC" else n_act  # SAC: mean and log-std; PPO: log-std is a parameter
-    return n_in, n_out
-
-
-def _supervised_io(cfg: dict[str, Any]) -> tuple[int, int]:
-    data = cfg.get("data") or {}
-    name = data.get("name", "digits")
-    if name == "digits":
-        return 64, 10
-    if name == "bc_quadrotor":
-
-        from .quadrotor.env import make_quadrotor
-        from .supervised.bc import N_ACTIONS
-
-        env = make_quadrotor(dict(data.get("env_config") or {}))
-        try:
-            return int(env.observation_space.shape[0]), N_ACTIONS
-        finally:
-            env.close()
-    return 784, 10  # the torchvision image sets (28 x 28, 10 classes)
-
-
-def shape_of(kind: str, cfg: dict[str, Any]) -> NetShape | None:
-    """The spiking network's shape in an experiment config (a sweep's resolved ``base``), or None
-    when the config has no spiking network (an MLP actor) or its sizes cannot be determined."""
-    model = cfg.get("model") or {}
-    if kind == "rl" and model.get("actor", "spiking") != "spiking":
-        return None
-    try:
-        n_in, n_out = _rl_io(cfg) if kind == "rl" else _supervised_io(cfg)
-        hidden = tuple(int(h) for h in model.get("hidden", (128, 128)))
-        return NetShape(n_in, hidden, n_out, int(model.get("num_steps", 8)))
-    except Exception:  # noqa: BLE001 - an unknown env or data set: no energy columns, not a failure
-        return None

@@ -32,7 +32,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -195,20 +195,22 @@ class StudyOutcome:
     root: str
     stage_s: dict[str, float]
     errors: list[str]
-    report: dict[str, Path]
+    report: dict[str, Path] | None  # the files report(root) wrote; None without a report
     wall_time_s: float
 
 
 def run_study(study: Study, storage: str = "runs", address: str | None = None,
               wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
-              log=print, command: str | None = None) -> StudyOutcome:
-    """Run the study's stages in order (gradients, supervised, rl) and write the combined report.
+              log=print, command: str | None = None,
+              report: Callable[[Path], dict[str, Path]] | None = None) -> StudyOutcome:
+    """Run the study's stages in order (gradients, supervised, rl); then ``report(root)`` writes
+    the combined report (``snnlab study`` passes :func:`snnlab.report.study.build_study_report`:
+    the report is the layer above, so the study does not import it).
 
     With ``resume``, finished stages are kept (the gradient analysis is not redone) and
     interrupted sweeps continue from their checkpoints.
     """
     from .diagnostics import run_analysis
-    from .report.study import build_study_report
     from .sweep.run import connect, run_sweep, storage_uri
     from .sweep.summary import SPEC_FILE
 
@@ -277,6 +279,6 @@ def run_study(study: Study, storage: str = "runs", address: str | None = None,
             ray.shutdown()
     record["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     save_record()
-    report = build_study_report(root)
-    return StudyOutcome(root=str(root), stage_s=stage_s, errors=errors, report=report,
+    return StudyOutcome(root=str(root), stage_s=stage_s, errors=errors,
+                        report=report(root) if report is not None else None,
                         wall_time_s=round(time.perf_counter() - t_all, 1))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from snnlab.cli import main
-from snnlab.config import load_experiment
+from snnlab.experiment import load_experiment
 from snnlab.supervised import BCDataModule, BehaviourCloner, train_supervised
 from snnlab.supervised.bc import dataset_spec
 from snnlab.quadrotor.bc_data import dataset_path

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from snnlab.cli import main
-from snnlab.config import ConfigError, load_experiment
+from snnlab.config import ConfigError
+from snnlab.experiment import load_experiment
 
 from .helpers import CONFIGS, write_yaml
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from snnlab.cli import main
-from snnlab.config import validate_experiment
+from snnlab.experiment import validate_experiment
 from snnlab.rl.train import train_rl
 
 from .helpers import CONFIGS

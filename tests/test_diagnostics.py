@@ -80,7 +80,7 @@ def test_analyze_gradients_bad_config(tmp_path, capsys):
 
 
 def test_lightning_gradient_callback_logs_every_layer(tmp_path):
-    from snnlab.config import load_experiment
+    from snnlab.experiment import load_experiment
     from snnlab.supervised import train_supervised
 
     from .helpers import CONFIGS

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from .helpers import CONFIGS
-from snnlab.energy import E_AC_PJ, E_MAC_PJ, NetShape, ann_macs, estimate, shape_of
+from snnlab.energy import E_AC_PJ, E_MAC_PJ, NetShape, ann_macs, estimate
+from snnlab.experiment import load_experiment, validate_experiment
 from snnlab.sweep.summary import SPEC_FILE, energy_cells, summarize
 
 
@@ -32,19 +33,30 @@ def test_estimate_by_hand():
         estimate(shape, [0.1])
 
 
-def test_shapes_of_the_drone_configs():
-    td3 = shape_of("rl", yaml.safe_load((CONFIGS / "rl_quadrotor_td3.yaml").read_text()))
+def test_shapes_of_the_shipped_configs():
+    def shape(name):
+        return load_experiment(CONFIGS / name).network_shape()
+
+    td3 = shape("rl_quadrotor_td3.yaml")
     assert td3 == NetShape(18 + 32 * 4, (256, 128), 4, 4)  # the action history is read too
     assert ann_macs(td3) == 146 * 256 + 256 * 128 + 128 * 4 == 70656
-    bc = shape_of("supervised", yaml.safe_load((CONFIGS / "sl_bc_quadrotor.yaml").read_text()))
-    assert bc == NetShape(18, (256, 128), 4, 4)
-    digits = shape_of("supervised", yaml.safe_load((CONFIGS / "sl_digits.yaml").read_text()))
-    assert digits.n_in == 64 and digits.n_out == 10
-    cart = shape_of("rl", yaml.safe_load((CONFIGS / "rl_cartpole.yaml").read_text()))
-    assert (cart.n_in, cart.n_out) == (4, 2)
+    assert shape("sl_bc_quadrotor.yaml") == NetShape(18, (256, 128), 4, 4)
+    assert shape("sl_digits.yaml") == NetShape(64, (128, 128), 10, 8)
+    assert shape("rl_cartpole.yaml") == NetShape(4, (64, 64, 64), 2, 4)   # discrete: one logit per action
+    assert shape("rl_pendulum.yaml") == NetShape(3, (64, 64), 2, 4)       # SAC: mean and log-std
+    assert shape("rl_quadrotor.yaml") == NetShape(18, (64, 64), 4, 4)     # PPO: the mean (log-std a parameter)
     mlp = yaml.safe_load((CONFIGS / "rl_quadrotor_td3.yaml").read_text())
     mlp["model"]["actor"] = "mlp"
-    assert shape_of("rl", mlp) is None
+    assert validate_experiment(mlp, "test").network_shape() is None
+
+
+def test_shapes_use_each_worlds_own_defaults():
+    """No guessed sizes: an RL config without model sizes gets RL's defaults (64-64, T=4), a
+    supervised one the supervised defaults (128-128, T=8)."""
+    rl = validate_experiment({"kind": "rl", "env": "CartPole-v1"}, "test").network_shape()
+    assert rl == NetShape(4, (64, 64), 2, 4)
+    sl = validate_experiment({"kind": "supervised", "data": {"name": "mnist"}}, "test").network_shape()
+    assert sl == NetShape(784, (128, 128), 10, 8)
 
 
 def test_summary_energy_columns_by_hand(tmp_path):

@@ -237,17 +237,11 @@ def test_rllib_registered_creator_gets_the_batched_env():
 def test_curriculum_callback_advances_the_envs_stage(ray_session, remote):
     from ray.rllib.algorithms.ppo import PPO
 
-    from snnlab.rl.curriculum import (
-        STATE_KEY,
-        CurriculumCallback,
-        CurriculumStateMixin,
-        collect_curriculum_stages,
-        get_curriculum_state,
-        set_curriculum_state,
-    )
+    from snnlab.rl.curriculum import STATE_KEY, CurriculumCallback, apply_curriculum_stage, collect_curriculum_stages
+    from snnlab.rl.sync import SyncedStateMixin
 
-    class CurriculumPPO(CurriculumStateMixin, PPO):
-        pass
+    class CurriculumPPO(SyncedStateMixin, PPO):
+        SYNCED_STATES = (CurriculumCallback,)
 
     config = _ppo_config(reward="paper", curriculum_steps_per_stage=200).callbacks(CurriculumCallback)
     if remote:  # one remote EnvRunner with gymnasium's SyncVectorEnv over 4 single envs
@@ -272,9 +266,9 @@ def test_curriculum_callback_advances_the_envs_stage(ray_session, remote):
         final = seen[-1][2]
         assert final >= 3
         assert stages() == [[final] * 4]
-        assert get_curriculum_state(algo) == {"stage": final}
+        assert CurriculumCallback().get_state(algo) == {"stage": final}
         assert algo.get_state()[STATE_KEY] == {"stage": final}
-        set_curriculum_state(algo, {"stage": 1})
+        apply_curriculum_stage(algo, 1)
         assert stages() == [[1] * 4]
         algo.set_state({STATE_KEY: {"stage": 2}})  # what a checkpoint restore does
         assert stages() == [[2] * 4]

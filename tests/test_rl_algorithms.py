@@ -7,7 +7,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from snnlab.cli import main
-from snnlab.config import validate_experiment
+from snnlab.experiment import validate_experiment
 from snnlab.rl.callbacks import collect_slopes, get_module_slope, set_module_slope
 from snnlab.rl.train import build_algorithm_config, iteration_row, train_rl
 
@@ -61,7 +61,7 @@ def test_sac_with_spiking_actor_trains(ray_session, replay_buffer, buffer_class)
     try:
         assert type(algo.local_replay_buffer).__name__ == buffer_class
         mod = learner_module(algo)
-        assert type(mod.pi_encoder).__name__ == "_SpikingEncoder" and mod.twin_q
+        assert type(mod.pi_encoder).__name__ == "SpikingEncoder" and mod.twin_q
         w0 = mod.pi_encoder.net.linears[0].weight.detach().clone()
         for _ in range(3):
             result = algo.train()
@@ -183,6 +183,16 @@ def test_train_rl_writes_logs_and_checkpoint(ray_session, tmp_path):
     ("env: Pendulum-v1\nmodel: {actor: mlp}\n", "model.actor and model.actor_inputs apply to TD3 only"),
     ("env: Pendulum-v1\nalgorithm: {name: SAC, replay_buffer: flat, prioritized_replay: true}\n",
      "prioritized_replay needs replay_buffer: episode"),
+    ("env: Pendulum-v1\nalgorithm: {name: SAC, training_intensity: 64}\n",
+     "training_intensity is now updates_per_env_step"),
+    ("env: Pendulum-v1\nenv_config: {g: 9.81, gravity_x: 1}\n",
+     "env_config: not an env_config key of Pendulum-v1: 'gravity_x'"),
+    ("env: snnlab/QuadrotorHover-v0\nenv_config: {reward: l2f, rewrd_scale: 2}\n",
+     "env_config: not an env_config key of snnlab/QuadrotorHover-v0: 'rewrd_scale'"),
+    ("env: snnlab/QuadrotorHover-v0\nenv_config: {reward: l2ff}\n",
+     "env_config: env_config refused by snnlab/QuadrotorHover-v0: unknown reward preset 'l2ff'"),
+    ("env: Pendulum-v1\nmodel: {initial_log_std: -1.0e+18}\n",
+     "model.initial_log_std: Input should be greater than or equal to -20"),
 ])
 def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypatch, text, expected):
     import snnlab.rl.train as rl_train
@@ -194,9 +204,24 @@ def test_invalid_rl_config_exits_2_before_ray_starts(tmp_path, capsys, monkeypat
     assert len(err.splitlines()) == 1 and expected.replace("Value error, ", "") in err
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("env_config.rewrd", "2", "env_config: not an env_config key of snnlab/QuadrotorHover-v0: 'rewrd'"),
+    ("model.initial_log_std", "-1e18", "model.initial_log_std: Input should be greater than or equal to -20"),
+])
+def test_shipped_drone_configs_refuse_bad_input_in_one_line(capsys, monkeypatch, key, value, expected):
+    """The two bad inputs a new user's fuzz found (issue 23): both exit 2 in one line."""
+    import snnlab.rl.train as rl_train
+
+    monkeypatch.setattr(rl_train, "ensure_ray", lambda *a, **k: pytest.fail("Ray was started"))
+    config = "rl_quadrotor_td3.yaml" if key.startswith("env_config") else "rl_quadrotor.yaml"
+    assert main(["train", str(CONFIGS / config), "--set", f"{key}={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
 def test_sac_replay_buffer_choice():
     """flat by default; `episode` and prioritized replay keep RLlib's own buffers (and SAC's step)."""
-    from snnlab.rl.td3 import FLAT_BUFFER
+    from snnlab.rl.replay import FLAT_BUFFER
 
     def buffer(**algorithm):
         cfg = rl_cfg("Pendulum-v1", algorithm={**TINY_SAC, **algorithm})
@@ -208,7 +233,7 @@ def test_sac_replay_buffer_choice():
 
 
 def test_shipped_rl_configs_are_valid():
-    from snnlab.config import load_experiment
+    from snnlab.experiment import load_experiment
 
     for name in ("rl_cartpole", "rl_pendulum", "rl_quadrotor"):
         cfg = load_experiment(CONFIGS / f"{name}.yaml")

@@ -9,7 +9,7 @@ import yaml
 
 from snnlab.cli import main
 from snnlab.config import ConfigError
-from snnlab.report.study import judge_claims
+from snnlab.report.study import build_study_report, judge_claims
 from snnlab.study import load_study, run_study
 
 from .helpers import CONFIGS, REPO, write_yaml
@@ -223,7 +223,8 @@ PROMISED = ["report.html", "report.md", "claims.csv", "summary.csv", "comparison
 def smoke_study(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("study")
     study = load_study(STUDY, "smoke")
-    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None)
+    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None,
+                    report=build_study_report)
     return out, storage / "paper_part1"
 
 
@@ -274,10 +275,11 @@ def test_study_refuses_to_overwrite_resumes_and_rebuilds_the_report(smoke_study,
     out, root = smoke_study
     study = load_study(STUDY, "smoke")
     with pytest.raises(ConfigError, match="already holds this study's results; continue it with --resume"):
-        run_study(study, storage=str(root.parent), wandb_mode="off", verbose=0, log=lambda m: None)
+        run_study(study, storage=str(root.parent), wandb_mode="off", verbose=0, log=lambda m: None,
+                  report=build_study_report)
     before = {p: p.read_text() for p in root.glob("*/*/result.json")}
     again = run_study(study, storage=str(root.parent), wandb_mode="off", resume=True, verbose=0,
-                      log=lambda m: None)
+                      log=lambda m: None, report=build_study_report)
     assert again.errors == [] and "gradients" in again.stage_s
     assert {p: p.read_text() for p in root.glob("*/*/result.json")} == before  # nothing re-ran
     (root / "report" / "report.html").unlink()
@@ -312,7 +314,8 @@ def test_drone_study_loads_with_every_budget():
 def drone_smoke(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("drone")
     study = load_study(DRONE, "smoke", overrides=None)
-    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None)
+    out = run_study(study, storage=str(storage), wandb_mode="off", verbose=0, log=lambda m: None,
+                    report=build_study_report)
     return out, storage / "paper_part1_drone"
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snnlab.cli import main
-from snnlab.config import load_experiment
+from snnlab.experiment import load_experiment
 from snnlab.supervised import SlopeScheduleCallback, train_supervised
 
 from .helpers import CONFIGS

@@ -14,7 +14,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
 from snnlab.cli import main
-from snnlab.config import validate_experiment
+from snnlab.experiment import validate_experiment
 from snnlab.rl.replay import FlatEpisodeReplayBuffer
 from snnlab.rl.td3 import QF_PREDS, QF_TARGET_NEXT, QF_TWIN_PREDS, TD3TorchRLModule
 from snnlab.rl.train import build_algorithm_config, iteration_row
@@ -278,7 +278,7 @@ def test_td3_checkpoint_restores_schedule_and_update_count(ray_session, tmp_path
 
 
 def test_shipped_td3_configs_are_valid():
-    from snnlab.config import load_experiment
+    from snnlab.experiment import load_experiment
 
     cfg = load_experiment(CONFIGS / "rl_pendulum_td3.yaml")
     assert cfg.algorithm.name == "TD3" and cfg.model.actor == "mlp"

@@ -11,10 +11,17 @@ The iteration's result gets ``slope`` (the k this iteration trained with),
 ``slope_next`` (the k the next one will use) and ``score`` (the score
 fed to the schedule), so Tune, CSV and W&B all see them.
 
-The schedule lives on the algorithm (``algorithm.slope_schedule``); the
-:class:`SlopeScheduleMixin` algorithms (``SpikingPPO``, ``SpikingSAC``) add
-its state to ``Algorithm.get_state()``, so checkpoints restore it and a
-restored run continues the same k sequence.
+The schedule lives on the algorithm (``algorithm.slope_schedule``); the callback is a
+:class:`snnlab.rl.sync.SyncedState`, so recreated EnvRunners get the current k and every
+algorithm of the registry (``SpikingPPO``, ``SpikingSAC``, ``SpikingTD3``: their
+:class:`SpikingStateMixin`) keeps the schedule's state - and the reward curriculum's - in
+``Algorithm.get_state()``: checkpoints restore it and a restored run continues the same k
+sequence.
+
+The other callbacks add diagnostics to each iteration's result: ``spike_rate/layer{i}``
+(:class:`SpikeRatesCallback`), ``grad/layer{i}/...`` (:class:`GradientDiagnosticsCallback`) and
+the fraction of episodes flown to the time limit (:class:`FullEpisodesCallback`).
+:data:`CALLBACKS` is the list every snnlab algorithm runs (PPO, SAC and TD3 alike).
 """
 
 from __future__ import annotations
@@ -22,16 +29,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ray.rllib.algorithms.ppo import PPO
-from ray.rllib.algorithms.sac import SAC
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.annotations import override
 from torch import nn
 
 from ..schedules import AdaptiveSlope, SlopeSchedule, make_schedule
 from ..spiking import get_slope, set_slope
-from .curriculum import CurriculumStateMixin
-from .replay import FlatReplayTrainingStep
-from .td3 import TD3
+from .curriculum import CurriculumCallback
+from .sync import SyncedState, SyncedStateMixin, env_runner_groups, learner_results
 
 SCHEDULE_KEY = "slope_schedule"  # in config.learner_config_dict: {"kind": ..., **params}
 DIAGNOSTICS_KEY = "gradient_diagnostics"  # in config.learner_config_dict: {"every", "k_ref", ...}
@@ -60,35 +65,16 @@ def get_module_slope(module: Any) -> float:
     return values.pop()
 
 
-def _groups(algorithm):
-    yield algorithm.env_runner_group
-    if getattr(algorithm, "eval_env_runner_group", None) is not None:
-        yield algorithm.eval_env_runner_group
-
-
-def _learner_results(results) -> list:
-    out = []
-    for r in results:
-        if not r.ok:
-            raise r.get()
-        out.append(r.get())
-    return out
-
-
 def apply_slope(algorithm, k: float) -> None:
     """Set k on every Learner and every EnvRunner (local and remote) now."""
-    k = float(k)
-    _learner_results(algorithm.learner_group.foreach_learner(
-        lambda learner: set_module_slope(learner.module, k)))
-    for group in _groups(algorithm):
-        group.foreach_env_runner(lambda er: set_module_slope(er.module, k), local_env_runner=True)
+    SlopeScheduleCallback().push(algorithm, float(k))
 
 
 def collect_slopes(algorithm) -> dict[str, list[float]]:
     """The slope each process currently holds (for tests and debugging)."""
-    out = {"learners": _learner_results(algorithm.learner_group.foreach_learner(
+    out = {"learners": learner_results(algorithm.learner_group.foreach_learner(
         lambda learner: get_module_slope(learner.module)))}
-    for name, group in zip(("env_runners", "eval_env_runners"), _groups(algorithm)):
+    for name, group in zip(("env_runners", "eval_env_runners"), env_runner_groups(algorithm)):
         out[name] = group.foreach_env_runner(
             lambda er: get_module_slope(er.module) if er.module is not None else None,
             local_env_runner=True)
@@ -118,15 +104,38 @@ def iteration_score(result: dict) -> float | None:
     return None
 
 
-class SlopeScheduleCallback(RLlibCallback):
+class SlopeScheduleCallback(SyncedState):
     """Feed each iteration's score to the schedule and put the new k into every process now."""
 
+    STATE_KEY = STATE_KEY
+    PUSH_TO_LEARNERS = True
+
+    def value(self, algorithm) -> float | None:
+        sched = getattr(algorithm, "slope_schedule", None)
+        return None if sched is None else float(sched.k)
+
+    def to_learner(self, learner, k: float) -> int:
+        return set_module_slope(learner.module, k)
+
+    def to_env_runner(self, env_runner, k: float) -> int:
+        return set_module_slope(env_runner.module, k)
+
+    def get_state(self, algorithm) -> dict | None:
+        sched = getattr(algorithm, "slope_schedule", None)
+        return None if sched is None else sched.state_dict()
+
+    def set_state(self, algorithm, state: dict) -> None:
+        if getattr(algorithm, "slope_schedule", None) is None:
+            algorithm.slope_schedule = schedule_from_config(algorithm.config)
+        algorithm.slope_schedule.load_state_dict(state)
+
+    @override(RLlibCallback)
     def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
         if getattr(algorithm, "slope_schedule", None) is None:
             algorithm.slope_schedule = schedule_from_config(algorithm.config)
-        if algorithm.slope_schedule is not None:
-            apply_slope(algorithm, algorithm.slope_schedule.k)
+        self.push(algorithm)
 
+    @override(RLlibCallback)
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
         sched: SlopeSchedule | None = getattr(algorithm, "slope_schedule", None)
         if sched is None:
@@ -135,25 +144,11 @@ class SlopeScheduleCallback(RLlibCallback):
         score = iteration_score(result)
         if score is not None or not isinstance(sched, AdaptiveSlope):
             sched.update(score)  # adaptive without a finished episode yet: keep k
-        apply_slope(algorithm, sched.k)
+        self.push(algorithm)
         result["slope"] = used
         result["slope_next"] = sched.k
         result["score"] = float("nan") if score is None else score
         result["node_id"] = _node_id()
-
-    def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices,
-                                 is_evaluation, **kwargs) -> None:
-        sched = getattr(algorithm, "slope_schedule", None)
-        if sched is not None:
-            k = sched.k
-            env_runner_group.foreach_env_runner(lambda er: set_module_slope(er.module, k),
-                                                remote_worker_ids=env_runner_indices,
-                                                local_env_runner=False)
-
-    def on_checkpoint_loaded(self, *, algorithm, **kwargs) -> None:
-        sched = getattr(algorithm, "slope_schedule", None)
-        if sched is not None:
-            apply_slope(algorithm, sched.k)
 
 
 def _probe_gradients(learner, k_ref: float, batch: int, seed: int) -> list[dict[str, float]]:
@@ -183,6 +178,7 @@ class GradientDiagnosticsCallback(RLlibCallback):
     the actor's readout, at the slope the network currently trains with.
     """
 
+    @override(RLlibCallback)
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
         spec = (algorithm.config.learner_config_dict or {}).get(DIAGNOSTICS_KEY) or {}
         every = int(spec.get("every", 0))
@@ -190,7 +186,7 @@ class GradientDiagnosticsCallback(RLlibCallback):
         if not every or it % every:
             return
         k_ref, batch = float(spec.get("k_ref", 100.0)), int(spec.get("probe_batch", 64))
-        (layers, *_) = _learner_results(algorithm.learner_group.foreach_learner(
+        (layers, *_) = learner_results(algorithm.learner_group.foreach_learner(
             lambda learner: _probe_gradients(learner, k_ref, batch, seed=it)))
         for i, st in enumerate(layers):
             result[f"grad/layer{i}/magnitude"] = st["magnitude"]
@@ -208,8 +204,9 @@ class SpikeRatesCallback(RLlibCallback):
     """Each iteration, the spiking actor's per-layer spike rates on the Learner's last training
     minibatch, into the result as ``spike_rate/layer{i}`` (a silent layer shows as 0)."""
 
+    @override(RLlibCallback)
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
-        (rates, *_) = _learner_results(algorithm.learner_group.foreach_learner(_spike_rates))
+        (rates, *_) = learner_results(algorithm.learner_group.foreach_learner(_spike_rates))
         for i, r in enumerate(rates):
             result[f"spike_rate/layer{i}"] = r
 
@@ -224,6 +221,7 @@ class FullEpisodesCallback(RLlibCallback):
     episodes (as RLlib's return mean) and into ``evaluation/env_runners/full_episode_fraction``
     over the last ``evaluation_duration`` episodes (one evaluation's)."""
 
+    @override(RLlibCallback)
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
         if metrics_logger is None:
             return
@@ -237,35 +235,13 @@ class FullEpisodesCallback(RLlibCallback):
         metrics_logger.log_value(FULL_EPISODES_KEY, full, reduce="mean", window=int(window))
 
 
-class SlopeScheduleMixin:
-    """Adds the slope schedule's state to an Algorithm's checkpointable state."""
+class SpikingStateMixin(SyncedStateMixin):
+    """What every snnlab algorithm keeps in its checkpoints besides RLlib's own state: the slope
+    schedule and the reward curriculum (``class SpikingPPO(SpikingStateMixin, PPO)``)."""
 
-    slope_schedule: SlopeSchedule | None = None
-
-    def get_state(self, *args, **kwargs) -> dict:
-        state = super().get_state(*args, **kwargs)
-        if self.slope_schedule is not None:
-            state[STATE_KEY] = self.slope_schedule.state_dict()
-        return state
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        if STATE_KEY in state:
-            if self.slope_schedule is None:
-                self.slope_schedule = schedule_from_config(self.config)
-            self.slope_schedule.load_state_dict(state[STATE_KEY])
-            apply_slope(self, self.slope_schedule.k)
+    SYNCED_STATES = (SlopeScheduleCallback, CurriculumCallback)
 
 
-class SpikingPPO(CurriculumStateMixin, SlopeScheduleMixin, PPO):
-    """RLlib's PPO whose checkpoints also hold the slope schedule and the reward curriculum."""
-
-
-class SpikingSAC(CurriculumStateMixin, SlopeScheduleMixin, FlatReplayTrainingStep, SAC):
-    """RLlib's SAC whose checkpoints also hold the slope schedule and the reward curriculum;
-    with snnlab's flat replay buffer (:mod:`snnlab.rl.sac`) it trains with the flat step."""
-
-
-class SpikingTD3(CurriculumStateMixin, SlopeScheduleMixin, TD3):
-    """snnlab's TD3 (:mod:`snnlab.rl.td3`) whose checkpoints also hold the slope schedule and
-    the reward curriculum."""
+#: the callbacks every snnlab algorithm runs (the curriculum: a no-op unless env_config has a staged reward)
+CALLBACKS = [SlopeScheduleCallback, SpikeRatesCallback, GradientDiagnosticsCallback, CurriculumCallback,
+             FullEpisodesCallback]

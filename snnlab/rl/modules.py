@@ -27,6 +27,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
 from torch import nn
 
 from ..spiking import SpikingMLP, SpikingMLPConfig
@@ -61,6 +62,7 @@ def obs_dim(space: gym.Space) -> int:
 class SpikingPPOModule(TorchRLModule, ValueFunctionAPI):
     """Spiking actor + ANN value function, for PPO (discrete or continuous actions)."""
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = self.model_config
         self.mode = cfg.get("mode", "reset")
@@ -79,6 +81,7 @@ class SpikingPPOModule(TorchRLModule, ValueFunctionAPI):
         self.vf = mlp(n_obs, list(cfg.get("critic_hidden", [64, 64])), 1)
 
     # --- state (sequence mode) ---------------------------------------------
+    @override(TorchRLModule)
     def get_initial_state(self) -> dict:
         if self.mode != "sequence":
             return {}
@@ -101,40 +104,16 @@ class SpikingPPOModule(TorchRLModule, ValueFunctionAPI):
         out[Columns.ACTION_DIST_INPUTS] = y
         return out
 
+    @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._actor(batch)
 
+    @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         return self.vf(batch[Columns.OBS]).squeeze(-1)
 
 
-def spiking_sac_module_class():
-    """The SAC module class (imported lazily: SAC's module pulls in its catalog)."""
-    from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
-
-    class SpikingSACModule(DefaultSACTorchRLModule):
-        """RLlib's SAC module with the policy network replaced by the spiking MLP.
-
-        The twin Q networks and their targets stay RLlib's ANNs. Reset mode
-        only: RLlib's SAC does not train stateful modules.
-        """
-
-        def setup(self) -> None:
-            super().setup()
-            cfg = self.model_config
-            if cfg.get("mode", "reset") != "reset":
-                raise ValueError("SAC supports only mode 'reset' (RLlib's SAC has no stateful modules)")
-            n_obs = obs_dim(self.observation_space)
-            if not (isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1):
-                raise ValueError(f"the spiking SAC actor needs a Box action space, got {self.action_space}")
-            n_out = 2 * int(self.action_space.shape[0])  # mean and log-std of the squashed Gaussian
-            self.pi_encoder = _SpikingEncoder(build_network(cfg, n_obs, n_out))
-            self.pi = nn.Identity()
-
-    return SpikingSACModule
-
-
-class _SpikingEncoder(nn.Module):
+class SpikingEncoder(nn.Module):
     """Adapter: RLlib encoders take a batch dict and return {ENCODER_OUT: tensor}."""
 
     def __init__(self, net: SpikingMLP) -> None:

@@ -25,13 +25,19 @@ supported (TD3 and the paper use 1-step targets); ask the original for those.
 :class:`FlatReplayTrainingStep` is the DQN-family training step that uses it (TD3's and
 snnlab's SAC): DQN's new-API-stack step with the sampled batch handed to the Learner as
 columns.
+
+:class:`ReplayParams` is the replay part of an off-policy algorithm's config section (TD3's,
+SAC's): buffer, capacity, warm-up, sampling and the number of updates per sampled env step,
+with :meth:`ReplayParams.training_intensity` the one translation of that number into RLlib's
+``training_intensity`` (the same runner correction for every algorithm).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
@@ -51,6 +57,43 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
+from ray.rllib.utils.annotations import override
+
+from ..config import Strict
+
+#: the flat buffer's class path, as RLlib's ``replay_buffer_config["type"]`` takes it
+FLAT_BUFFER = "snnlab.rl.replay.FlatEpisodeReplayBuffer"
+
+
+class ReplayParams(Strict):
+    """The replay settings of an off-policy algorithm's ``algorithm:`` section."""
+
+    train_batch_size: int = Field(256, gt=0, description="transitions per gradient step")
+    replay_capacity: int = Field(100_000, gt=0)
+    replay_buffer: Literal["flat", "episode"] = Field(
+        "flat", description="flat: snnlab's FlatEpisodeReplayBuffer (fast, 1-step); episode: RLlib's "
+        "EpisodeReplayBuffer with the algorithm's own training step unchanged")
+    learning_starts: int = Field(1000, ge=0, description="env steps sampled before learning starts")
+    updates_per_env_step: float | None = Field(
+        None, gt=0.0, description="gradient updates per env step sampled (all runners together); "
+        "null: one update per sampling round (rollout_fragment_length x envs per runner env steps)")
+    rollout_fragment_length: int = Field(1, gt=0, description="env steps per env between update rounds")
+    env_steps_per_iteration: int = Field(1000, gt=0, description="min env steps per iteration")
+
+    def buffer_config(self) -> dict[str, Any]:
+        """RLlib's ``replay_buffer_config``."""
+        return {"type": FLAT_BUFFER if self.replay_buffer == "flat" else "EpisodeReplayBuffer",
+                "capacity": self.replay_capacity}
+
+    def training_intensity(self, num_env_runners: int) -> float | None:
+        """RLlib's ``training_intensity`` (transitions trained on per transition sampled) for
+        ``updates_per_env_step`` updates of ``train_batch_size`` per sampled env step. DQN's round
+        robin counts the local EnvRunner as sampling too, so with remote runners the ratio is
+        scaled by ``(runners + 1) / runners``."""
+        if self.updates_per_env_step is None:
+            return None
+        runners = int(num_env_runners)
+        return self.updates_per_env_step * self.train_batch_size * (runners + 1) / max(runners, 1)
 
 
 class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
@@ -75,6 +118,7 @@ class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
             Columns.TERMINATEDS: np.zeros(n, dtype=bool),
         }
 
+    @override(EpisodeReplayBuffer)
     def add(self, episodes) -> None:
         """Store every transition of the given episode chunks (each chunk of length L holds L+1
         observations; its last transition is terminal iff the chunk ends a terminated episode)."""
@@ -122,6 +166,7 @@ class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
         self.sampled_timesteps += num_items
         return batch
 
+    @override(EpisodeReplayBuffer)
     def sample(self, num_items: int | None = None, *, n_step: int | None = 1, batch_length_T=None,
                **kwargs):
         if (n_step or 1) != 1 or batch_length_T:
@@ -133,18 +178,22 @@ class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
     def __len__(self) -> int:
         return self._size
 
+    @override(EpisodeReplayBuffer)
     def get_num_timesteps(self, module_id=None) -> int:
         return self._size
 
+    @override(EpisodeReplayBuffer)
     def get_metrics(self) -> dict[str, Any]:
         return {"num_timesteps": self._size, "num_timesteps_added": self._num_timesteps_added,
                 "num_timesteps_sampled": self.sampled_timesteps}
 
+    @override(EpisodeReplayBuffer)
     def get_state(self) -> dict[str, Any]:
         return {"columns": self._columns, "next": self._next, "size": self._size,
                 "_num_timesteps_added": self._num_timesteps_added,
                 "sampled_timesteps": self.sampled_timesteps, "rng": self.rng.bit_generator.state}
 
+    @override(EpisodeReplayBuffer)
     def set_state(self, state: dict[str, Any]) -> None:
         self._columns = state["columns"]
         self._next, self._size = state["next"], state["size"]

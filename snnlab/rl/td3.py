@@ -3,21 +3,24 @@
 RLlib 2.60 ships no TD3; this file adds it from RLlib's own parts, one piece per RLlib
 concept, each the counterpart of a SAC piece:
 
-=====================  ====================================  ===========================
-piece                  TD3 here                              SAC in RLlib
-=====================  ====================================  ===========================
-AlgorithmConfig        :class:`TD3Config`                    ``SACConfig``
-Algorithm              :class:`TD3` (DQN's training step)    ``SAC`` (DQN's training step)
-RLModule               :class:`TD3TorchRLModule`             ``DefaultSACTorchRLModule``
-Learner                :class:`TD3TorchLearner`              ``SACTorchLearner``
-replay buffer          RLlib's ``EpisodeReplayBuffer``       the same
-=====================  ====================================  ===========================
+=====================  =============================================  ===========================
+piece                  TD3 here                                       SAC in RLlib
+=====================  =============================================  ===========================
+AlgorithmConfig        :class:`TD3Config`                             ``SACConfig``
+Algorithm              :class:`TD3` (DQN's step, flat batches)        ``SAC`` (DQN's training step)
+RLModule               :class:`TD3TorchRLModule`                      ``DefaultSACTorchRLModule``
+Learner                :class:`TD3TorchLearner`                       ``SACTorchLearner``
+replay buffer          snnlab's ``FlatEpisodeReplayBuffer`` (default;  ``EpisodeReplayBuffer``
+                       ``replay_buffer: episode``: RLlib's)
+=====================  =============================================  ===========================
 
-The training step is DQN's (as for SAC): sample ``rollout_fragment_length`` steps per
-env, add the episodes to the replay buffer, and - once ``num_steps_sampled_before_learning_starts``
-env steps were sampled - draw ``train_batch_size`` transitions and make one Learner update,
-as many times per sampling round as ``training_intensity`` asks; then sync the weights to
-the EnvRunners.
+The training step (:class:`snnlab.rl.replay.FlatReplayTrainingStep`) is DQN's, as for SAC:
+sample ``rollout_fragment_length`` steps per env, add them to the replay buffer, and - once
+``num_steps_sampled_before_learning_starts`` env steps were sampled - draw ``train_batch_size``
+transitions and make one Learner update, as many times per sampling round as
+``training_intensity`` asks (from ``updates_per_env_step``); then sync the weights to the
+EnvRunners. With the flat buffer the batch goes to ``learner_group.update(batch=...)`` as
+columns; with RLlib's buffer (``replay_buffer: episode``) DQN's step runs unchanged.
 
 Actions live in [-1, 1] inside the module (RLlib's ``normalize_actions``, on by default,
 rescales them to the env's Box). One Learner update on a batch (s, a, r, s', done)::
@@ -45,10 +48,11 @@ critics also see its action history.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
+from pydantic import Field
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.dqn.dqn import DQN
 from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
@@ -59,18 +63,21 @@ from ray.rllib.core.learner.utils import make_target_network, update_target_netw
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_TARGET_UPDATES, TD_ERROR_KEY
 from torch import nn
 
+from .callbacks import SpikingStateMixin
+from .entry import AlgorithmEntry, box_actions
 from .modules import build_network, mlp, obs_dim
-from .replay import FlatReplayTrainingStep
+from ..config import Strict
+from .replay import FLAT_BUFFER, FlatReplayTrainingStep, ReplayParams
 
 QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
 QF_TARGET_NEXT = "q_target_next"
 QF_LOSS_KEY = "qf_loss"
 
-FLAT_BUFFER = "snnlab.rl.replay.FlatEpisodeReplayBuffer"
 #: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
 REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
 
@@ -115,6 +122,7 @@ class TD3Config(AlgorithmConfig):
         self.min_time_s_per_iteration = None
         self.min_sample_timesteps_per_iteration = 1000
 
+    @override(AlgorithmConfig)
     def training(self, *, actor_lr=NotProvided, critic_lr=NotProvided, tau=NotProvided,
                  policy_delay=NotProvided, target_noise=NotProvided,
                  target_noise_clip=NotProvided, exploration_noise=NotProvided, n_step=NotProvided,
@@ -141,6 +149,7 @@ class TD3Config(AlgorithmConfig):
             self.replay_buffer_config = {**self.replay_buffer_config, **replay_buffer_config}
         return self
 
+    @override(AlgorithmConfig)
     def validate(self) -> None:
         super().validate()
         checks = [
@@ -160,12 +169,15 @@ class TD3Config(AlgorithmConfig):
             if not ok:
                 self._value_error(message)
 
+    @override(AlgorithmConfig)
     def get_rollout_fragment_length(self, worker_index: int = 0) -> int:
         return 1 if self.rollout_fragment_length == "auto" else self.rollout_fragment_length
 
+    @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(module_class=TD3TorchRLModule)
 
+    @override(AlgorithmConfig)
     def get_default_learner_class(self):
         return TD3TorchLearner
 
@@ -228,6 +240,7 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
     ``random_steps``, ``target_noise``, ``target_noise_clip``.
     """
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = self.model_config
         space = self.action_space
@@ -256,9 +269,11 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
         return float(self.model_config.get(key, default))
 
     # --- EnvRunners -------------------------------------------------------------------------
+    @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {Columns.ACTIONS: self.pi(batch[Columns.OBS])}
 
+    @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], t: int = 0, **kwargs) -> dict[str, Any]:
         obs = batch[Columns.OBS]
         if t < self._param("random_steps", 0):  # random warm-up: uniform over [-1, 1]
@@ -276,6 +291,7 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
         noise = (self._param("target_noise", 0.2) * torch.randn_like(a)).clamp(-c, c)
         return (a + noise).clamp(-1.0, 1.0)
 
+    @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs, actions = batch[Columns.OBS], batch[Columns.ACTIONS]
         out = {QF_PREDS: self.qf(obs, actions), QF_TWIN_PREDS: self.qf_twin(obs, actions)}
@@ -297,23 +313,28 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
                 p.requires_grad_(True)
 
     # --- RLlib APIs --------------------------------------------------------------------------
+    @override(TargetNetworkAPI)
     def make_target_networks(self) -> None:
         self.target_pi = make_target_network(self.pi)
         self.target_qf = make_target_network(self.qf)
         self.target_qf_twin = make_target_network(self.qf_twin)
 
+    @override(TargetNetworkAPI)
     def get_target_network_pairs(self):
         return [(self.pi, self.target_pi), (self.qf, self.target_qf),
                 (self.qf_twin, self.target_qf_twin)]
 
+    @override(TargetNetworkAPI)
     def forward_target(self, batch: dict[str, Any], **kwargs) -> torch.Tensor:
         """min(Q1_targ, Q2_targ)(s, a): the clipped double-Q value."""
         obs, actions = batch[Columns.OBS], batch[Columns.ACTIONS]
         return torch.min(self.target_qf(obs, actions), self.target_qf_twin(obs, actions))
 
+    @override(QNetAPI)
     def compute_q_values(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.qf(batch[Columns.OBS], batch[Columns.ACTIONS])
 
+    @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
         return ["qf", "qf_twin", "target_pi", "target_qf", "target_qf_twin"]
 
@@ -328,11 +349,13 @@ class TD3TorchLearner(DQNTorchLearner):
     otherwise, which torch's optimizers skip. The targets move right after an actor step.
     """
 
+    @override(DQNTorchLearner)
     def build(self) -> None:
         super().build()
         self._updates: dict[str, int] = defaultdict(int)
         self._actor_updated: dict[str, bool] = {}
 
+    @override(DQNTorchLearner)
     def configure_optimizers_for_module(self, module_id, config: AlgorithmConfig = None) -> None:
         module = self._module[module_id]
         critic = self.get_parameters(module.qf) + self.get_parameters(module.qf_twin)
@@ -344,6 +367,7 @@ class TD3TorchLearner(DQNTorchLearner):
                                 optimizer=torch.optim.Adam(actor), params=actor,
                                 lr_or_lr_schedule=config.actor_lr)
 
+    @override(DQNTorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         module = self._module[module_id].unwrapped()
         not_done = 1.0 - batch[Columns.TERMINATEDS].float()
@@ -368,6 +392,7 @@ class TD3TorchLearner(DQNTorchLearner):
         self.metrics.log_dict(metrics, key=module_id, window=1)
         return total
 
+    @override(DQNTorchLearner)
     def compute_gradients(self, loss_per_module, **kwargs):
         # One backward: the critic loss reaches only the critics (targets are detached), the
         # actor loss only the actor (critics frozen in actor_q). Absent gradients (the actor
@@ -375,6 +400,7 @@ class TD3TorchLearner(DQNTorchLearner):
         grads = super().compute_gradients(loss_per_module, **kwargs)
         return {pid: g for pid, g in grads.items() if g is not None}
 
+    @override(DQNTorchLearner)
     def postprocess_gradients_for_module(self, *, module_id, config=None, module_gradients_dict):
         if not module_gradients_dict:
             return module_gradients_dict
@@ -389,8 +415,11 @@ class TD3TorchLearner(DQNTorchLearner):
         return super().postprocess_gradients_for_module(
             module_id=module_id, config=config, module_gradients_dict=module_gradients_dict)
 
+    @override(DQNTorchLearner)
     def after_gradient_based_update(self, *, timesteps) -> None:
-        # Skip DQNLearner's every-update target sync: TD3 moves the targets after actor steps.
+        # super(DQNLearner, self) on purpose: it skips DQNLearner's own after_gradient_based_update
+        # (a target sync every target_network_update_freq steps) and runs Learner's; TD3 moves
+        # the targets by tau right after each actor step instead (below).
         super(DQNLearner, self).after_gradient_based_update(timesteps=timesteps)
         for module_id, module in self.module._rl_modules.items():
             if not self._actor_updated.get(module_id, False):
@@ -401,11 +430,13 @@ class TD3TorchLearner(DQNTorchLearner):
             self.metrics.log_value((module_id, NUM_TARGET_UPDATES), 1, reduce="lifetime_sum")
             self._actor_updated[module_id] = False
 
+    @override(DQNTorchLearner)
     def get_state(self, *args, **kwargs):
         state = super().get_state(*args, **kwargs)
         state["td3_updates"] = dict(self._updates)
         return state
 
+    @override(DQNTorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
         if "td3_updates" in state:
@@ -413,3 +444,56 @@ class TD3TorchLearner(DQNTorchLearner):
 
 
 __all__ = ["TD3", "TD3Config", "TD3TorchLearner", "TD3TorchRLModule"]
+
+
+class SpikingTD3(SpikingStateMixin, TD3):
+    """snnlab's TD3 whose checkpoints also hold the slope schedule and the reward curriculum."""
+
+
+class _TD3Own(Strict):
+    name: Literal["TD3"]
+    actor_lr: float = Field(1e-3, gt=0.0)
+    critic_lr: float = Field(1e-3, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak rate of the target networks")
+    exploration_noise: float = Field(0.1, ge=0.0, description="std of the Gaussian action noise "
+                                     "on the EnvRunners (actions in [-1, 1]); none in evaluation")
+    target_noise: float = Field(0.2, ge=0.0, description="target-policy smoothing noise std")
+    target_noise_clip: float = Field(0.5, ge=0.0, description="clip of the smoothing noise")
+    policy_delay: int = Field(2, ge=1, description="one actor + target update per this many critic updates")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip each network's global grad norm")
+
+
+class TD3Params(ReplayParams, _TD3Own):
+    """TD3's ``algorithm:`` section: its own keys, then the replay keys (:class:`ReplayParams`,
+    TD3's defaults below); defaults are the paper's (PAPER.md, "The paper's own RL and BC setups")."""
+
+    replay_capacity: int = Field(1_000_000, gt=0)
+    learning_starts: int = Field(10_000, ge=0, description="env steps of uniform random actions "
+                                 "before learning starts (the random warm-up)")
+    updates_per_env_step: float = Field(1.0, gt=0.0, description="gradient updates per env step "
+                                        "sampled (all runners together)")
+
+
+def build(cfg) -> tuple[TD3Config, type]:
+    a = cfg.algorithm
+    config = TD3Config(algo_class=SpikingTD3).training(
+        actor_lr=a.actor_lr, critic_lr=a.critic_lr, gamma=a.gamma, tau=a.tau,
+        policy_delay=a.policy_delay, target_noise=a.target_noise,
+        target_noise_clip=a.target_noise_clip, exploration_noise=a.exploration_noise,
+        train_batch_size_per_learner=a.train_batch_size, grad_clip=a.grad_clip,
+        num_steps_sampled_before_learning_starts=a.learning_starts,
+        training_intensity=a.training_intensity(cfg.runners.num_env_runners),
+        replay_buffer_config=a.buffer_config(),
+    ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
+        min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
+    return config, TD3TorchRLModule
+
+
+ALGORITHM = AlgorithmEntry(
+    name="TD3", params=TD3Params, build=build, algorithm=SpikingTD3, actor_outputs=box_actions,
+    # 2 x 256 steps: Pendulum's 200-step episodes finish
+    smoke={"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 256,
+           "algorithm.train_batch_size": 32},
+    actor_choice=True,
+)

@@ -1,9 +1,10 @@
 """Build RLlib algorithms from snnlab configs and run them.
 
-``build_algorithm_config(cfg)`` turns a validated :class:`snnlab.config.RLConfig`
-into an RLlib ``AlgorithmConfig`` (new API stack) for ``SpikingPPO``,
-``SpikingSAC`` or ``SpikingTD3`` with the spiking module, the slope-schedule callback and the
-schedule in ``learner_config_dict``. ``train_rl(cfg)`` runs it for a bounded
+``build_algorithm_config(cfg)`` turns a validated :class:`snnlab.rl.config.RLConfig`
+into an RLlib ``AlgorithmConfig`` (new API stack): the algorithm's own part comes from its
+registry entry (:mod:`snnlab.rl.registry`: ``SpikingPPO``, ``SpikingSAC``, ``SpikingTD3``, with
+their modules), the rest - env, runners, module spec, snnlab's callbacks, the schedule in
+``learner_config_dict``, seed, evaluation - is the same for every algorithm. ``train_rl(cfg)`` runs it for a bounded
 number of iterations with a one-line progress report per iteration.
 
 Run directory (``<logging.out_dir>/<logging.name>/version_<n>/``)::
@@ -28,23 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RLConfig
-from ..rundir import next_version_dir
-from .callbacks import (
-    DIAGNOSTICS_KEY,
-    FULL_EPISODES_KEY,
-    SCHEDULE_KEY,
-    FullEpisodesCallback,
-    GradientDiagnosticsCallback,
-    SlopeScheduleCallback,
-    SpikeRatesCallback,
-    SpikingPPO,
-    SpikingSAC,
-    SpikingTD3,
-    iteration_score,
-)
-from .curriculum import CurriculumCallback
 from ..quadrotor.env import ENV_ID, make_quadrotor
+from ..rundir import next_version_dir
+from .callbacks import CALLBACKS, DIAGNOSTICS_KEY, FULL_EPISODES_KEY, SCHEDULE_KEY, iteration_score
+from .config import RLConfig
+from .registry import REGISTRY
 
 
 @dataclass
@@ -68,56 +57,10 @@ def register_envs() -> None:
 def build_algorithm_config(cfg: RLConfig):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from .modules import SpikingPPOModule, spiking_sac_module_class
-
     register_envs()
     schedule = cfg.slope.build()
     model_config = cfg.model.module_config(slope=schedule.k)
-    a = cfg.algorithm
-    if a.name == "PPO":
-        from ray.rllib.algorithms.ppo import PPOConfig
-
-        config = PPOConfig(algo_class=SpikingPPO).training(
-            lr=a.lr, gamma=a.gamma, lambda_=a.lambda_, clip_param=a.clip_param,
-            vf_clip_param=a.vf_clip_param, entropy_coeff=a.entropy_coeff,
-            vf_loss_coeff=a.vf_loss_coeff, train_batch_size_per_learner=a.train_batch_size,
-            minibatch_size=a.minibatch_size, num_epochs=a.num_epochs, grad_clip=a.grad_clip,
-        )
-        module_class = SpikingPPOModule
-    elif a.name == "SAC":
-        from .sac import FlatSACConfig
-        from .td3 import FLAT_BUFFER
-
-        config = FlatSACConfig(algo_class=SpikingSAC).training(
-            actor_lr=a.actor_lr, critic_lr=a.critic_lr, alpha_lr=a.alpha_lr, gamma=a.gamma,
-            tau=a.tau, initial_alpha=a.initial_alpha, train_batch_size_per_learner=a.train_batch_size,
-            num_steps_sampled_before_learning_starts=a.learning_starts,
-            training_intensity=a.training_intensity,
-            replay_buffer_config=(
-                {"type": "PrioritizedEpisodeReplayBuffer", "capacity": a.replay_capacity,
-                 "alpha": 0.6, "beta": 0.4} if a.prioritized_replay
-                else {"type": FLAT_BUFFER if a.replay_buffer == "flat" else "EpisodeReplayBuffer",
-                      "capacity": a.replay_capacity}),
-        ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
-            min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
-        module_class = spiking_sac_module_class()
-    else:
-        from .td3 import FLAT_BUFFER, TD3Config, TD3TorchRLModule
-
-        runners = cfg.runners.num_env_runners
-        config = TD3Config(algo_class=SpikingTD3).training(
-            actor_lr=a.actor_lr, critic_lr=a.critic_lr, gamma=a.gamma, tau=a.tau,
-            policy_delay=a.policy_delay, target_noise=a.target_noise,
-            target_noise_clip=a.target_noise_clip, exploration_noise=a.exploration_noise,
-            train_batch_size_per_learner=a.train_batch_size, grad_clip=a.grad_clip,
-            num_steps_sampled_before_learning_starts=a.learning_starts,
-            # DQN's round robin counts the local EnvRunner as sampling too (runners + 1)
-            training_intensity=a.updates_per_env_step * a.train_batch_size * (runners + 1) / max(runners, 1),
-            replay_buffer_config={"type": FLAT_BUFFER if a.replay_buffer == "flat" else "EpisodeReplayBuffer",
-                                  "capacity": a.replay_capacity},
-        ).env_runners(rollout_fragment_length=a.rollout_fragment_length).reporting(
-            min_sample_timesteps_per_iteration=a.env_steps_per_iteration)
-        module_class = TD3TorchRLModule
+    config, module_class = REGISTRY[cfg.algorithm.name].build(cfg)
     config = (
         config.environment(cfg.env, env_config=dict(cfg.env_config))
         .env_runners(num_env_runners=cfg.runners.num_env_runners,
@@ -125,8 +68,7 @@ def build_algorithm_config(cfg: RLConfig):
                      gym_env_vectorize_mode=cfg.runners.vectorize_mode)
         .learners(num_learners=cfg.runners.num_learners)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
-        .callbacks([SlopeScheduleCallback, SpikeRatesCallback, GradientDiagnosticsCallback,
-                    CurriculumCallback, FullEpisodesCallback])  # the curriculum: a no-op unless env_config has a staged reward
+        .callbacks(list(CALLBACKS))
         .debugging(seed=cfg.seed)
         .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump(),
                                        DIAGNOSTICS_KEY: cfg.diagnostics.model_dump()})

@@ -1,21 +1,23 @@
-"""The supervised world: Lightning module, datamodules, callbacks and the train entry point."""
+"""The supervised world: Lightning modules, datamodules, callbacks and the train entry point.
 
-from .bc import BCDataModule, BehaviourCloner, FlyEvalCallback
-from .callbacks import SlopeScheduleCallback
-from .data import DataError, DigitsDataModule, TorchvisionDataModule, make_datamodule
-from .module import SpikingClassifier
-from .train import TrainResult, train_supervised
+Names are imported on first use (PEP 562), so ``snnlab.supervised.config`` - the schema that
+loading a config file needs - does not import Lightning.
+"""
 
-__all__ = [
-    "BCDataModule",
-    "BehaviourCloner",
-    "FlyEvalCallback",
-    "DataError",
-    "DigitsDataModule",
-    "SlopeScheduleCallback",
-    "SpikingClassifier",
-    "TorchvisionDataModule",
-    "TrainResult",
-    "make_datamodule",
-    "train_supervised",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "BCDataModule": "bc", "BehaviourCloner": "bc", "FlyEvalCallback": "bc",
+    "SlopeScheduleCallback": "callbacks",
+    "DataError": "data", "DigitsDataModule": "data", "TorchvisionDataModule": "data", "make_datamodule": "data",
+    "SpikingClassifier": "module",
+    "TrainResult": "train", "train_supervised": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

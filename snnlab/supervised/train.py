@@ -24,7 +24,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ..config import SupervisedConfig
+from .config import SupervisedConfig
 from ..rundir import next_version_dir
 from .callbacks import GradientDiagnosticsCallback, SlopeScheduleCallback
 from .data import make_datamodule

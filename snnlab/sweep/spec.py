@@ -48,8 +48,8 @@ from ..config import (
     format_validation_error,
     read_yaml,
     validate_document,
-    validate_experiment,
 )
+from ..experiment import validate_experiment
 
 #: Metrics each kind of trial reports at every step (what `metric.name` may be).
 METRICS = {
@@ -59,17 +59,12 @@ METRICS = {
            "slope"],
 }
 
-#: Built-in smoke budgets: shrink any sweep to a minutes-long run (same grid).
+#: Built-in smoke budgets: shrink any sweep to a minutes-long run (same grid); an RL sweep adds
+#: its algorithm's own (``smoke`` of its entry in snnlab.rl.registry).
 SMOKE = {
     "supervised": {"trainer.max_epochs": 2, "data.limit": 400},
     "rl": {"stop.iterations": 2, "stop.target_return": None, "runners.num_env_runners": 0,
            "evaluation.interval": 0},
-    "PPO": {"algorithm.train_batch_size": 256, "algorithm.minibatch_size": 64,
-            "algorithm.num_epochs": 2},
-    "SAC": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 64,
-            "algorithm.train_batch_size": 32},
-    "TD3": {"algorithm.learning_starts": 64, "algorithm.env_steps_per_iteration": 256,
-            "algorithm.train_batch_size": 32},  # 2 x 256 steps: Pendulum's 200-step episodes finish
 }
 
 
@@ -300,7 +295,9 @@ def budget_overrides(spec: SweepSpec, base: dict, budget: str, source: str) -> l
     elif budget == "smoke":
         items = dict(SMOKE[kind])
         if kind == "rl":
-            items.update(SMOKE[base.get("algorithm", {}).get("name", "PPO")])
+            from ..rl.registry import REGISTRY
+
+            items.update(REGISTRY[base.get("algorithm", {}).get("name", "PPO")].smoke)
     elif budget == "full":
         items = {}
     else:

@@ -191,13 +191,18 @@ def trial_rates(c: TrialCurve) -> list[float] | None:
 
 def network_shape(base: dict, params: dict):
     """The spiking network's shape (``snnlab.energy.NetShape``) of a sweep's resolved ``base``
-    experiment with a trial's ``params`` applied; None without a spiking network or known sizes."""
+    experiment with a trial's ``params`` applied (the validated config's ``network_shape()``);
+    None without a spiking network (an MLP actor), or when the config no longer validates (a
+    folder written by an older snnlab whose keys changed)."""
     from ..config import apply_overrides
-    from ..energy import shape_of
+    from ..experiment import validate_experiment
 
     cfg = copy.deepcopy(base)
     apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in params.items()])
-    return shape_of(cfg.get("kind", "supervised"), cfg)
+    try:
+        return validate_experiment(cfg, "the sweep's base experiment").network_shape()
+    except ConfigError:
+        return None
 
 
 def energy_values(shape, rates) -> dict[str, Any] | None:

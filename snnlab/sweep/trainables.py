@@ -229,24 +229,22 @@ class _FromTrialConfig:
             run.finish(exit_code)
 
 
-from ..rl.callbacks import SpikingPPO, SpikingSAC, SpikingTD3  # noqa: E402  (after the supervised part on purpose)
+from ..rl.registry import REGISTRY  # noqa: E402  (after the supervised part on purpose)
 
 _mark("import_end")
 
 
-class SweepPPO(_FromTrialConfig, SpikingPPO):
-    """SpikingPPO built from a sweep trial config."""
+def _sweep_class(name: str, algorithm: type) -> type:
+    """``Sweep<NAME>``: the registry's Spiking* algorithm built from a sweep trial config. Defined
+    as a module attribute, so Ray pickles it by reference."""
+    cls = type(f"Sweep{name}", (_FromTrialConfig, algorithm),
+               {"__module__": __name__, "__doc__": f"{algorithm.__name__} built from a sweep trial config."})
+    globals()[cls.__name__] = cls
+    return cls
 
 
-class SweepSAC(_FromTrialConfig, SpikingSAC):
-    """SpikingSAC built from a sweep trial config."""
-
-
-class SweepTD3(_FromTrialConfig, SpikingTD3):
-    """SpikingTD3 built from a sweep trial config."""
-
-
-RL_TRAINABLES = {"PPO": SweepPPO, "SAC": SweepSAC, "TD3": SweepTD3}
+#: the RL trainable of each registered algorithm: SweepPPO, SweepSAC, SweepTD3, ...
+RL_TRAINABLES = {name: _sweep_class(name, entry.algorithm) for name, entry in REGISTRY.items()}
 
 
 def trainable_for(sweep):

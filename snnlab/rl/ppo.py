@@ -1,0 +1,61 @@
+"""PPO with the spiking actor: RLlib's PPO, its ``algorithm:`` section and its registry entry.
+
+The module is :class:`snnlab.rl.modules.SpikingPPOModule` (spiking actor, ANN value head;
+``reset`` or ``sequence`` mode). ``SpikingPPO`` is RLlib's PPO whose checkpoints also hold the
+slope schedule and the reward curriculum.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import gymnasium as gym
+from pydantic import Field
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+
+from ..config import Strict
+from .callbacks import SpikingStateMixin
+from .entry import AlgorithmEntry, box_actions
+from .modules import SpikingPPOModule
+
+
+class PPOParams(Strict):
+    name: Literal["PPO"] = "PPO"
+    lr: float = Field(3e-4, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    lambda_: float = Field(0.95, ge=0.0, le=1.0)
+    clip_param: float = Field(0.2, gt=0.0)
+    vf_clip_param: float = Field(10.0, gt=0.0)
+    entropy_coeff: float = Field(0.0, ge=0.0)
+    vf_loss_coeff: float = Field(1.0, ge=0.0)
+    train_batch_size: int = Field(2000, gt=0, description="env steps per iteration")
+    minibatch_size: int = Field(128, gt=0)
+    num_epochs: int = Field(10, gt=0)
+    grad_clip: float | None = Field(None, gt=0.0)
+
+
+class SpikingPPO(SpikingStateMixin, PPO):
+    """RLlib's PPO whose checkpoints also hold the slope schedule and the reward curriculum."""
+
+
+def build(cfg) -> tuple[PPOConfig, type]:
+    a = cfg.algorithm
+    config = PPOConfig(algo_class=SpikingPPO).training(
+        lr=a.lr, gamma=a.gamma, lambda_=a.lambda_, clip_param=a.clip_param,
+        vf_clip_param=a.vf_clip_param, entropy_coeff=a.entropy_coeff,
+        vf_loss_coeff=a.vf_loss_coeff, train_batch_size_per_learner=a.train_batch_size,
+        minibatch_size=a.minibatch_size, num_epochs=a.num_epochs, grad_clip=a.grad_clip,
+    )
+    return config, SpikingPPOModule
+
+
+def actor_outputs(space: gym.Space) -> int:
+    """Logits of a Discrete space; the Gaussian's mean of a Box (the log-std is a parameter)."""
+    return int(space.n) if isinstance(space, gym.spaces.Discrete) else box_actions(space)
+
+
+ALGORITHM = AlgorithmEntry(
+    name="PPO", params=PPOParams, build=build, algorithm=SpikingPPO, actor_outputs=actor_outputs,
+    smoke={"algorithm.train_batch_size": 256, "algorithm.minibatch_size": 64, "algorithm.num_epochs": 2},
+    sequence_mode=True,
+)
