@@ -32,7 +32,7 @@ from torch import nn
 
 from ..spiking import SpikingMLP, SpikingMLPConfig
 
-#: keys of ``model_config`` that shape the spiking network (see snnlab.config.RLModelConfig)
+#: keys of ``model_config`` that shape the spiking network (see snnlab.rl.config.RLModelConfig)
 NETWORK_KEYS = ("hidden", "num_steps", "readout", "surrogate", "slope", "beta", "threshold",
                 "learn_beta", "learn_threshold", "neuron_init", "weight_init", "init_gain", "backend")
 

@@ -72,7 +72,7 @@ class BehaviourCloner(L.LightningModule):
 
 
 def dataset_spec(cfg) -> BCDatasetSpec:
-    """The :class:`BCDatasetSpec` of a :class:`snnlab.config.BCDataConfig`."""
+    """The :class:`BCDatasetSpec` of a :class:`snnlab.supervised.config.BCDataConfig`."""
     return BCDatasetSpec(episodes=cfg.episodes, env_config=dict(cfg.env_config),
                          action_noise=cfg.action_noise, random_action_prob=cfg.random_action_prob,
                          seed=cfg.dataset_seed)

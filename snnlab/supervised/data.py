@@ -119,7 +119,7 @@ class TorchvisionDataModule(_SplitDataModule):
 
 
 def make_datamodule(cfg, seed: int) -> _SplitDataModule:
-    """Build the datamodule described by a :class:`snnlab.config.DataConfig`."""
+    """Build the datamodule described by a :class:`snnlab.supervised.config.DataConfig`."""
     kw = dict(seed=seed, val_fraction=cfg.val_fraction, batch_size=cfg.batch_size,
               num_workers=cfg.num_workers, limit=cfg.limit)
     if cfg.name == "digits":
