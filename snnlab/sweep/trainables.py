@@ -51,7 +51,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from ..supervised.train import build, diagnostics_callbacks, task_callbacks
+    from ..supervised.train import build, build_trainer
 
     cfg = experiment_from_trial(config)
     dm, module, slope_cb = build(cfg, progress=False)
@@ -82,14 +82,8 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             local = Path(tempfile.mkdtemp()) / "checkpoint.ckpt"
             local.write_bytes((Path(d) / "checkpoint.ckpt").read_bytes())
             ckpt_path = str(local)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
-        enable_progress_bar=False, enable_model_summary=False, logger=False,
-        enable_checkpointing=False,
-        callbacks=[*task_callbacks(cfg), slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
-        default_root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"),
-    )
+    trainer = build_trainer(cfg, slope_cb, [TuneReport()], logger=False, progress=False, checkpointing=False,
+                            root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"))
     exit_code = 1
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
