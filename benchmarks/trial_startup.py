@@ -14,6 +14,12 @@ run (`wandb.init` + one row + `finish`, as sweeps log now), and the stall that T
 driver-side `WandbLoggerCallback` (used before) put on the driver per trial: starting its
 queue actor and the first `put`.
 
+`--sweep` runs the smoke main job (`snnlab sweep`, in a child process of this script) with
+timed subclasses of the sweep's RLlib trainables, defined here: every trial process writes a
+timestamp around each step (constructor, each `train()` with the Algorithm's own part and the
+trial's W&B logging after it, checkpoints, cleanup) into `<results>/timing/<pid>.jsonl`; the
+per-trial profile is read from those files. The production trainables carry no timing.
+
 Efficiency of a sweep = (sum over trials of the trial's own compute time, `time_total_s` of its
 last result.json row) / concurrency / sweep wall time. Concurrency is what the sweep can run
 at once: CPUs // cpus_per_trial (2 on 2 cores). 1.0 would mean no second is spent outside
@@ -49,18 +55,115 @@ def efficiency(exp_dir: Path, wall_s: float, concurrency: int) -> dict:
 
 
 def run_smoke_sweep(storage: Path, timing: Path) -> tuple[float, float, str]:
-    """Run the main job at smoke budget; (process wall s, the CLI's own 'in N s', its output).
-    Every trial process timestamps its steps into `timing` (SNNLAB_TRIAL_TIMING)."""
+    """Run the main job at smoke budget, as `snnlab sweep` in a child process, with the timed
+    trainables (:func:`timed_sweep`); (process wall s, the CLI's own 'in N s', its output).
+    Every trial process timestamps its steps into `timing`."""
     t0 = time.perf_counter()
-    env = {**os.environ, "SNNLAB_TRIAL_TIMING": str(timing)}
-    res = subprocess.run([sys.executable, "-m", "snnlab.cli", "sweep", str(MAIN_JOB), "--budget",
-                          "smoke", "--storage", str(storage), "--verbose", "1"],
-                         capture_output=True, text=True, cwd=REPO, env=env)
+    res = subprocess.run([sys.executable, __file__, "--timed-sweep", str(timing), "--", "sweep", str(MAIN_JOB),
+                          "--budget", "smoke", "--storage", str(storage), "--verbose", "1"],
+                         capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         sys.exit(f"the sweep failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
     m = re.search(r"trials \(\d+ failed\) in (\d+) s", res.stdout)
     return wall, float(m.group(1)) if m else wall, res.stdout + res.stderr
+
+
+# --- timed trainables: the sweep's RLlib trainables with a timestamp around each step -------
+def _mark(timing: str, event: str, **extra) -> None:
+    """Append one timestamped event of this (trial) process to `<timing>/<pid>.jsonl`."""
+    os.makedirs(timing, exist_ok=True)
+    with open(os.path.join(timing, f"{os.getpid()}.jsonl"), "a") as f:
+        f.write(json.dumps({"event": event, "t": time.time(), "pid": os.getpid(), **extra}) + "\n")
+
+
+def _process_start() -> float:
+    """When this process started (wall clock), from /proc; 0 where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
+
+
+def timed_trainables(timing: Path) -> dict:
+    """{sweep RL trainable: its timed subclass}, for every algorithm. Defined in this script
+    (Ray ships them to the trial processes by value; their bases are imported there from the
+    sweep's code snapshot).
+
+    A sweep trainable is `Sweep<NAME>(_FromTrialConfig, Spiking<NAME>)`; its timed subclass
+    `Timed<Sweep...>(_TimedTrial, Sweep<NAME>, _TimedAlgorithm, Spiking<NAME>)` has the MRO
+    _TimedTrial -> Sweep<NAME> -> _FromTrialConfig (the sweep layer: trial config, W&B) ->
+    _TimedAlgorithm -> Spiking<NAME>, so `train_start` .. `train_end` is the Algorithm's own
+    `train()` and `train_end` .. `wandb_end` the sweep layer's W&B logging after it. Each trial
+    (also one run by a reused process: `reset_config` calls `__init__` again) starts with
+    `init_start`, which carries the process's start time (the first one in a process file
+    measures worker boot + imports)."""
+    from snnlab.sweep.trainables import RL_TRAINABLES
+
+    out = str(timing)
+
+    class _TimedTrial:
+        def __init__(self, config=None, **kwargs):
+            _mark(out, "init_start", process_start=_process_start())
+            super().__init__(config=config, **kwargs)
+            _mark(out, "init_end")
+
+        def train(self):
+            _mark(out, "train_start")
+            result = super().train()
+            _mark(out, "wandb_end")
+            return result
+
+        def save_checkpoint(self, checkpoint_dir):
+            _mark(out, "checkpoint_start")
+            result = super().save_checkpoint(checkpoint_dir)
+            _mark(out, "checkpoint_end")
+            return result
+
+        def cleanup(self):
+            _mark(out, "cleanup_start")
+            try:
+                super().cleanup()
+            finally:
+                _mark(out, "cleanup_end")
+
+    class _TimedAlgorithm:
+        def train(self):
+            result = super().train()
+            _mark(out, "train_end")
+            return result
+
+    timed = {}
+    for sweep_cls in RL_TRAINABLES.values():
+        algorithm = sweep_cls.__bases__[-1]  # Spiking<NAME>, after the sweep layer
+        cls = type(f"Timed{sweep_cls.__name__}", (_TimedTrial, sweep_cls, _TimedAlgorithm, algorithm),
+                   {"__doc__": f"{sweep_cls.__name__} with timestamps (benchmarks/trial_startup.py)."})
+        mro = cls.__mro__
+        assert mro.index(sweep_cls) < mro.index(_TimedAlgorithm) == mro.index(algorithm) - 1, mro
+        timed[sweep_cls] = cls
+    return timed
+
+
+def timed_sweep(timing: Path, cli_args: list[str]) -> int:
+    """`snnlab sweep CLI_ARGS` with each RLlib trainable replaced by its timed subclass."""
+    from unittest import mock
+
+    from snnlab.cli import main as cli_main
+    from snnlab.sweep import trainables
+
+    timed, plain = timed_trainables(timing), trainables.trainable_for
+
+    def trainable_for(sweep):
+        cls = plain(sweep)
+        if cls not in timed:
+            sys.exit(f"no timed version of {cls.__name__} (a supervised sweep?)")
+        return timed[cls]
+
+    with mock.patch.object(trainables, "trainable_for", trainable_for):
+        return cli_main(cli_args)
 
 
 def sweep_profile(timing: Path, wall_s: float, concurrency: int) -> list[tuple[str, float]]:
@@ -117,6 +220,7 @@ def breakdown() -> list[tuple[str, float]]:
     sweep = load_sweep(MAIN_JOB, budget="smoke")
     trial = sweep.trials()[0]
     trial["wandb"] = {"mode": "offline", "project": "snnlab-bench", "group": "trial_startup"}
+    no_wandb = {k: v for k, v in trial.items() if k != "wandb"}
     rows: list[tuple[str, float]] = []
 
     t = time.perf_counter()
@@ -170,7 +274,10 @@ def breakdown() -> list[tuple[str, float]]:
         for label, name, args in (
                 ("import snnlab.sweep.trainables (torch, RLlib)", "imports", ()),
                 ("cpp LIF kernel load (cached .so)", "kernel", ()),
-                ("build the RLlib Algorithm (SweepPPO)", "build", (trial,)),
+                # without the trial's W&B entry: its run is the "W&B" step below (a second run in
+                # the same process would be finished by that step's wandb.init, and the
+                # Algorithm's stop() would then fail updating its summary)
+                ("build the RLlib Algorithm (SweepPPO)", "build", (no_wandb,)),
                 ("first train() (trial compute)", "train", ()),
                 ("second train() (trial compute)", "train", ()),
                 ("W&B offline run in the trial (init+log+finish)", "wandb", (trial, wdir)),
@@ -204,7 +311,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="trials at once (CPUs // cpus_per_trial)")
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--keep", type=Path, help="with --sweep: keep its results (and timing/) here")
+    ap.add_argument("--timed-sweep", type=Path, metavar="TIMING", help=argparse.SUPPRESS)  # --sweep's child
+    ap.add_argument("cli_args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.timed_sweep:
+        sys.exit(timed_sweep(args.timed_sweep, args.cli_args))
+    if args.cli_args:
+        ap.error(f"unrecognized arguments: {' '.join(args.cli_args)}")
     os.environ.setdefault("WANDB_SILENT", "true")
     if not args.no_breakdown and not args.dir:
         print("time to a trial's first iteration, one smoke trial of the main job (s):")

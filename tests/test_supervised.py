@@ -2,6 +2,7 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -91,3 +92,59 @@ def test_callback_names_a_missing_monitor(tmp_path):
     cb = SlopeScheduleCallback(FixedSlope(2), monitor="val_f1")
     with pytest.raises(KeyError, match="val_f1"):
         train_supervised(small_cfg(tmp_path, "trainer.max_epochs=1"), callbacks=[cb])
+
+
+def test_both_tasks_share_one_module_and_keep_their_checkpoint_hparams(tmp_path):
+    from snnlab.supervised import BehaviourCloner, SpikingClassifier, SpikingModule
+
+    net = {"hidden": [8], "num_steps": 2}
+    clf = SpikingClassifier(n_in=5, n_classes=3, network=net, lr=0.01)
+    bc = BehaviourCloner(n_in=5, network=net)
+    assert isinstance(clf, SpikingModule) and isinstance(bc, SpikingModule)
+    # what checkpoints hold: each class's own constructor arguments, in its order
+    assert list(clf.hparams.items()) == [("n_in", 5), ("n_classes", 3), ("network", net), ("lr", 0.01),
+                                         ("weight_decay", 0.0), ("slope", 25.0)]
+    assert list(bc.hparams.items()) == [("n_in", 5), ("network", net), ("n_out", 4), ("lr", 1e-3),
+                                        ("weight_decay", 0.0), ("slope", 25.0)]
+    assert clf.net.cfg.n_out == 3 and bc.net.cfg.n_out == 4
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.equal(clf(x), clf.net(x).out)
+    assert torch.equal(clf.batch_loss((x, y)), torch.nn.functional.cross_entropy(clf.net(x).out, y))
+
+    res = train_supervised(small_cfg(tmp_path, "trainer.max_epochs=1"))
+    ckpt = Path(res.run_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    loaded = SpikingClassifier.load_from_checkpoint(ckpt)
+    assert dict(loaded.hparams) == state["hyper_parameters"]
+    assert sorted(state["hyper_parameters"]) == sorted(clf.hparams)
+    assert all(torch.equal(v, state["state_dict"][k]) for k, v in loaded.state_dict().items())
+
+
+def test_one_trainer_builder_for_runs_and_sweep_trials(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+    from lightning.pytorch.loggers import CSVLogger
+
+    from snnlab.schedules import FixedSlope
+    from snnlab.supervised.train import build_trainer
+
+    cfg = small_cfg(tmp_path, "trainer.max_epochs=3", "trainer.log_every_n_steps=7", "diagnostics.every=5")
+
+    class Extra(L.Callback):
+        pass
+
+    slope_cb, extra = SlopeScheduleCallback(FixedSlope(2)), Extra()
+    # a sweep trial: no progress bar, summary, logger or Lightning checkpointing
+    trial = build_trainer(cfg, slope_cb, [extra], logger=False, progress=False, checkpointing=False,
+                          root_dir=tmp_path / "trial")
+    assert trial.max_epochs == 3 and trial.log_every_n_steps == 7 and trial.default_root_dir == str(tmp_path / "trial")
+    assert trial.loggers == [] and trial.checkpoint_callbacks == [] and trial.progress_bar_callback is None
+    assert not any(isinstance(c, ModelSummary) for c in trial.callbacks)
+    names = [type(c).__name__ for c in trial.callbacks]
+    assert names.index("SlopeScheduleCallback") < names.index("GradientDiagnosticsCallback") < names.index("Extra")
+    # snnlab train: loggers, progress bar, its ModelCheckpoint (run last by Lightning)
+    ckpt, logger = ModelCheckpoint(dirpath=tmp_path / "ckpt"), CSVLogger(tmp_path, name="csv")
+    run = build_trainer(cfg, slope_cb, [ckpt, extra], logger=[logger], progress=True, checkpointing=True,
+                        root_dir=tmp_path / "run")
+    assert run.loggers == [logger] and run.checkpoint_callbacks == [ckpt] and run.callbacks[-1] is ckpt
+    assert run.progress_bar_callback is not None
+    assert not any(isinstance(c, ModelSummary) for c in run.callbacks)

@@ -10,7 +10,7 @@ _EXPORTS = {
     "BCDataModule": "bc", "BehaviourCloner": "bc", "FlyEvalCallback": "bc",
     "SlopeScheduleCallback": "callbacks",
     "DataError": "data", "DigitsDataModule": "data", "TorchvisionDataModule": "data", "make_datamodule": "data",
-    "SpikingClassifier": "module",
+    "SpikingClassifier": "module", "SpikingModule": "module",
     "TrainResult": "train", "train_supervised": "train",
 }
 

@@ -29,46 +29,22 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from ..quadrotor.bc_data import BCDataset, BCDatasetSpec, DatasetError, dataset_path, load_or_generate
 from ..quadrotor.env import N_ACTIONS
-from ..spiking import SpikingMLP, SpikingMLPConfig
+from .module import SpikingModule
 
 
-class BehaviourCloner(L.LightningModule):
+class BehaviourCloner(SpikingModule):
     """a = tanh(SpikingMLP(obs)), trained with MSE against the expert's action."""
 
     def __init__(self, n_in: int, network: dict[str, Any], n_out: int = N_ACTIONS,
                  lr: float = 1e-3, weight_decay: float = 0.0, slope: float = 25.0) -> None:
-        super().__init__()
+        super().__init__(n_in=n_in, n_out=n_out, network=network, slope=slope)
         self.save_hyperparameters()
-        self.net = SpikingMLP(SpikingMLPConfig(n_in=n_in, n_out=n_out, slope=slope, **network))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(obs).out)
+    def readout(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(out)
 
-    def batch_loss(self, batch) -> torch.Tensor:
-        obs, target = batch
-        return F.mse_loss(self(obs), target)
-
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        obs, target = batch
-        out = self.net(obs)
-        loss = F.mse_loss(torch.tanh(out.out), target)
-        on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
-                 batch_size=len(obs))
-        for i, r in enumerate(out.rates):
-            self.log(f"{stage}_spike_rate/layer{i}", r, on_step=False, on_epoch=True, batch_size=len(obs))
-        return loss
-
-    def training_step(self, batch, batch_idx):
-        self.log("slope", self.net.lifs[0].spike.slope, on_step=False, on_epoch=True, prog_bar=True)
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(pred, target)
 
 
 def dataset_spec(cfg) -> BCDatasetSpec:

@@ -17,12 +17,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from .config import SupervisedConfig
 from ..rundir import next_version_dir
@@ -97,6 +97,28 @@ def build(cfg: SupervisedConfig, progress: bool = True):
     return dm, module, SlopeScheduleCallback(schedule, monitor=cfg.score_key)
 
 
+def build_trainer(cfg: SupervisedConfig, slope_cb: SlopeScheduleCallback, callbacks: Sequence[L.Callback] = (),
+                  *, logger: Sequence[Logger] | Literal[False], progress: bool, checkpointing: bool,
+                  root_dir: str | Path) -> L.Trainer:
+    """The ``lightning.Trainer`` of a supervised run, for ``snnlab train`` and sweep trials alike.
+
+    The config's trainer settings (epochs, accelerator, devices, determinism, logging
+    interval), no model summary, and the callbacks in this order: the task's own
+    (:func:`task_callbacks`: behaviour cloning's flights, which log the score), the slope
+    schedule, the gradient diagnostics (:func:`diagnostics_callbacks`), then ``callbacks``
+    (Lightning runs any ``ModelCheckpoint`` among them last). ``logger``: loggers or False;
+    ``checkpointing``: Lightning's checkpointing (False: no ``ModelCheckpoint`` allowed).
+    """
+    return L.Trainer(
+        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        enable_progress_bar=progress, enable_model_summary=False,
+        enable_checkpointing=checkpointing, default_root_dir=root_dir, logger=list(logger) if logger else False,
+        callbacks=[*task_callbacks(cfg), slope_cb, *diagnostics_callbacks(cfg), *callbacks],
+    )
+
+
 def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
                      callbacks: Sequence[L.Callback] = (), ckpt_path: str | None = None) -> TrainResult:
     run_dir = Path(run_dir) if run_dir else next_version_dir(Path(cfg.logging.out_dir) / cfg.logging.name)
@@ -105,15 +127,8 @@ def train_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None,
     dm, module, slope_cb = build(cfg, progress=cfg.trainer.progress_bar)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=cfg.score_key, mode="max",
                            save_last=True, filename="best-{epoch}")
-    loggers = make_loggers(cfg, run_dir)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        enable_progress_bar=cfg.trainer.progress_bar, enable_model_summary=False,
-        default_root_dir=run_dir, logger=loggers or False,
-        callbacks=[*task_callbacks(cfg), slope_cb, ckpt, *diagnostics_callbacks(cfg), *callbacks],
-    )
+    trainer = build_trainer(cfg, slope_cb, [ckpt, *callbacks], logger=make_loggers(cfg, run_dir),
+                            progress=cfg.trainer.progress_bar, checkpointing=True, root_dir=run_dir)
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)

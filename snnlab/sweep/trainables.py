@@ -10,39 +10,12 @@ epoch or iteration trained with) at every step.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from .spec import experiment_from_trial
-
-
-def _mark(event: str, **extra) -> None:
-    """Timestamp a step of the trial process into ``$SNNLAB_TRIAL_TIMING/<pid>.jsonl`` when that
-    variable is set (benchmarks/trial_startup.py); nothing otherwise."""
-    out = os.environ.get("SNNLAB_TRIAL_TIMING")
-    if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, f"{os.getpid()}.jsonl"), "a") as f:
-            f.write(json.dumps({"event": event, "t": time.time(), "pid": os.getpid(), **extra}) + "\n")
-
-
-def _process_start() -> float:
-    """When this process started (wall clock), from /proc; 0 where there is no /proc."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
-                     if ln.startswith("btime"))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return 0.0
-
-
-if os.environ.get("SNNLAB_TRIAL_TIMING"):
-    _mark("import_start", process_start=_process_start())
 
 
 # --- supervised: a function trainable driving the Lightning Trainer ----------------------
@@ -51,7 +24,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from ..supervised.train import build, diagnostics_callbacks, task_callbacks
+    from ..supervised.train import build, build_trainer
 
     cfg = experiment_from_trial(config)
     dm, module, slope_cb = build(cfg, progress=False)
@@ -82,14 +55,8 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             local = Path(tempfile.mkdtemp()) / "checkpoint.ckpt"
             local.write_bytes((Path(d) / "checkpoint.ckpt").read_bytes())
             ckpt_path = str(local)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
-        enable_progress_bar=False, enable_model_summary=False, logger=False,
-        enable_checkpointing=False,
-        callbacks=[*task_callbacks(cfg), slope_cb, *diagnostics_callbacks(cfg), TuneReport()],
-        default_root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"),
-    )
+    trainer = build_trainer(cfg, slope_cb, [TuneReport()], logger=False, progress=False, checkpointing=False,
+                            root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"))
     exit_code = 1
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
@@ -163,7 +130,6 @@ class _FromTrialConfig:
         return super().default_resource_request(config)
 
     def __init__(self, config=None, **kwargs):
-        _mark("init_start")
         self._trial_config = config if is_trial_config(config) else None
         self._wandb_run = None
         trial_info = None
@@ -175,25 +141,21 @@ class _FromTrialConfig:
         super().__init__(config=config, **kwargs)
         if trial_info is not None:
             self._trial_info = trial_info  # trial_id, trial_name for Tune's and W&B's use
-        _mark("init_end")
 
     def train(self):
         """One iteration; its result is also logged to the trial's W&B run (started here, in
         the trial process, at the first result) before Tune sees it."""
-        _mark("train_start")
         try:
             result = super().train()
         except BaseException:
             self._finish_wandb(1)
             raise
-        _mark("train_end")
         if self._trial_config is not None:
             if self._wandb_run is None:
                 self._wandb_run = start_wandb(self._trial_config, self.trial_id,
                                               getattr(self, "_storage", None))
             if self._wandb_run is not None:
                 self._wandb_run.log(result)
-        _mark("wandb_end")
         return result
 
     def reset_config(self, new_config):
@@ -209,19 +171,11 @@ class _FromTrialConfig:
         self._trial_info = trial_info
         return True
 
-    def save_checkpoint(self, checkpoint_dir):
-        _mark("checkpoint_start")
-        out = super().save_checkpoint(checkpoint_dir)
-        _mark("checkpoint_end")
-        return out
-
     def cleanup(self):
-        _mark("cleanup_start")
         try:
             super().cleanup()
         finally:
             self._finish_wandb(0)
-            _mark("cleanup_end")
 
     def _finish_wandb(self, exit_code: int) -> None:
         run, self._wandb_run = getattr(self, "_wandb_run", None), None
@@ -230,8 +184,6 @@ class _FromTrialConfig:
 
 
 from ..rl.registry import REGISTRY  # noqa: E402  (after the supervised part on purpose)
-
-_mark("import_end")
 
 
 def _sweep_class(name: str, algorithm: type) -> type:
