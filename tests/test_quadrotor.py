@@ -322,3 +322,32 @@ def test_env_config_keys_for_the_curriculum_are_accepted():
     env = gym.make(ENV_ID, reward="paper", curriculum_steps_per_stage=1234, action_history=32)
     assert env.unwrapped.curriculum_steps_per_stage == 1234
     assert env.observation_space.shape == (18 + 128,)
+
+
+def test_fly_scores_an_expert_and_a_falling_drone():
+    from snnlab.quadrotor.expert import HoverExpert
+    from snnlab.quadrotor.fly import fly
+    from snnlab.quadrotor.vector_env import QuadrotorHoverVector
+
+    expert = HoverExpert(QuadrotorHoverVector(num_envs=1))
+    good = fly(expert, episodes=20, seed=0)
+    assert good.full_fraction >= 0.9 and good.length_mean > 450
+    off = fly(lambda obs: -np.ones((len(obs), 4), np.float32), episodes=20, seed=0)  # motors off
+    assert off.full_fraction == 0.0 and off.length_mean < 100 and off.return_mean < good.return_mean
+    again = fly(expert, episodes=20, seed=0)
+    assert again == good  # same seed, same initial states, same flights
+
+
+def test_torch_policy_flies_a_module_without_autograd_and_keeps_its_mode():
+    import torch
+
+    from snnlab.quadrotor.fly import fly, torch_policy
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(18, 4), torch.nn.Tanh()).train()
+    seen = []
+    policy = torch_policy(net, on_forward=lambda: seen.append(torch.is_grad_enabled()))
+    actions = policy(np.zeros((3, 18), np.float32))
+    assert actions.shape == (3, 4) and actions.dtype == np.float32 and net.training
+    stats = fly(policy, episodes=4, seed=0)
+    assert stats.episodes == 4 and stats.length_mean >= 1 and len(seen) > 1

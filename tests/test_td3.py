@@ -328,17 +328,3 @@ def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):
         assert rows[-1]["eval_full_episodes"] == 1.0 and rows[-1]["eval_len_mean"] == 5
     finally:
         algo.stop()
-
-
-def test_fly_scores_an_expert_and_a_falling_drone():
-    from snnlab.quadrotor.expert import HoverExpert
-    from snnlab.quadrotor.fly import fly
-    from snnlab.quadrotor.vector_env import QuadrotorHoverVector
-
-    expert = HoverExpert(QuadrotorHoverVector(num_envs=1))
-    good = fly(expert, episodes=20, seed=0)
-    assert good.full_fraction >= 0.9 and good.length_mean > 450
-    off = fly(lambda obs: -np.ones((len(obs), 4), np.float32), episodes=20, seed=0)  # motors off
-    assert off.full_fraction == 0.0 and off.length_mean < 100 and off.return_mean < good.return_mean
-    again = fly(expert, episodes=20, seed=0)
-    assert again == good  # same seed, same initial states, same flights

@@ -54,8 +54,10 @@ def fly(policy: Policy, env_config: dict | None = None, episodes: int = 20, seed
                        length_mean=float(lengths.mean()), full_fraction=float(full.mean()))
 
 
-def torch_policy(module) -> Policy:
-    """A numpy policy from a torch module mapping observations to actions (no grad, eval mode)."""
+def torch_policy(module, device=None, on_forward: Callable[[], None] | None = None) -> Policy:
+    """A numpy policy from a torch module mapping observations to actions: each call runs the
+    module without autograd in eval mode (its mode is restored after), on ``device``, then
+    calls ``on_forward()`` (e.g. to read the network's spike rates of that step)."""
     import torch
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -63,9 +65,11 @@ def torch_policy(module) -> Policy:
             was_training = module.training
             module.eval()
             try:
-                out = module(torch.as_tensor(obs))
+                out = module(torch.as_tensor(obs, device=device))
             finally:
                 module.train(was_training)
-        return out.numpy()
+        if on_forward is not None:
+            on_forward()
+        return out.cpu().numpy()
 
     return act

@@ -136,24 +136,13 @@ class FlyEvalCallback(L.Callback):
         return epoch % self.every == 0 or epoch + 1 >= (trainer.max_epochs or 0)
 
     def flight(self, pl_module: L.LightningModule) -> dict[str, float]:
-        from ..quadrotor.fly import fly
+        from ..quadrotor.fly import fly, torch_policy
 
         net = pl_module.net
         rates: list[np.ndarray] = []
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            x = torch.as_tensor(obs, device=pl_module.device)
-            actions = pl_module(x)
-            rates.append(np.array([float(r) for r in net.last_rates]))
-            return actions.detach().cpu().numpy()
-
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                stats = fly(policy, self.env_config, episodes=self.episodes, seed=self.seed)
-        finally:
-            pl_module.train(was_training)
+        policy = torch_policy(pl_module, device=pl_module.device,
+                              on_forward=lambda: rates.append(np.array([float(r) for r in net.last_rates])))
+        stats = fly(policy, self.env_config, episodes=self.episodes, seed=self.seed)
         out = {"eval_return": stats.return_mean, "eval_return_std": stats.return_std,
                "eval_full_fraction": stats.full_fraction, "eval_length": stats.length_mean}
         for i, r in enumerate(np.mean(rates, axis=0)):

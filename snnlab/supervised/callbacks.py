@@ -69,16 +69,11 @@ class GradientDiagnosticsCallback(L.Callback):
         if trainer.global_step % self.every_n_steps:
             return
         import torch
-        import torch.nn.functional as F
 
         from ..diagnostics import gradient_stats
 
-        x, y = batch
         with torch.enable_grad():
-            if hasattr(pl_module, "batch_loss"):  # behaviour cloning: MSE of tanh(readout)
-                loss = pl_module.batch_loss(batch)
-            else:
-                loss = F.cross_entropy(pl_module.net(x).out, y)
+            loss = pl_module.batch_loss(batch)  # the task's own loss (SpikingModule)
             stats = gradient_stats(pl_module.net, loss, k_ref=self.k_ref)
         (layers,) = stats.values()
         for i, st in enumerate(layers):
