@@ -12,6 +12,7 @@ Result directory: ``<storage>/<sweep name>/`` (Tune's experiment directory):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -25,6 +26,7 @@ import yaml
 
 from ..config import ConfigError
 from .spec import Sweep, trial_name
+from .storage import crash_safe_uploads, trim_to_checkpoints
 from .summary import SPEC_FILE, write_summary
 
 
@@ -206,6 +208,8 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
         if resume:
             from .trainables import trainable_for
 
+            if local:  # the rows after each trial's checkpoint are trained (and logged) again
+                trim_to_checkpoints(exp_dir)
             tuner = Tuner.restore(exp_dir, trainable=trainable_for(sweep), resume_errored=True,
                                   resume_unfinished=True)
         else:
@@ -213,7 +217,9 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
         if local:
             Path(exp_dir).mkdir(parents=True, exist_ok=True)
             (Path(exp_dir) / SPEC_FILE).write_text(yaml.safe_dump(spec_record(sweep), sort_keys=False))
-        grid = tuner.fit()
+        # a local sweep folder stays resumable whenever the driver is killed (storage.py)
+        with crash_safe_uploads() if local else contextlib.nullcontext():
+            grid = tuner.fit()
         errors = [f"{Path(r.path).name}: {_last_line(r.error)}" for r in grid if r.error is not None]
     finally:
         if started:
