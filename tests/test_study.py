@@ -184,7 +184,7 @@ def test_claim_rules_agree_disagree_and_inconclusive():
     worlds = {"supervised": _SD(fixed, 0.9, {"fixed-k1": 0.95, "fixed-k50": 0.96, "fixed-k100": 0.955}),
               "rl": _SD(fixed, 100.0, {"fixed-k1": 200, "fixed-k50": 150, "fixed-k100": 120})}
     sig_up, flat, sig_down = (20.0, 5.0, 35.0, 0.03), (1.0, -3.0, 4.0, 0.6), (-20.0, -35.0, -5.0, 0.03)
-    sl = _cmp({s: {"auc": (0.001, -0.01, 0.01, 0.7), "final": (0.005, -0.01, 0.02, 0.5)}
+    sl = _cmp({s: {"auc": (0.001, -0.01, 0.01, 0.7), "final": (0.005, -0.01, 0.015, 0.5)}
                for s in ("fixed-k1", "fixed-k50", "interval")})
     rl = _cmp({"fixed-k1": {"auc": sig_up, "best": sig_up, "stt": (-5.0, -8.0, -2.0, 0.03)},
                "fixed-k50": {"auc": sig_down, "best": flat, "stt": flat},  # not a 'shallow' setting
@@ -212,6 +212,31 @@ def test_claim_rules_agree_disagree_and_inconclusive():
     rl3 = _cmp({s: {"auc": flat, "best": flat, "stt": flat} for s in ("fixed-k1", "interval")})
     c3 = judge_claims(None, worlds, {"rl": rl3}, rules)
     assert set(c3["verdict"]) == {"inconclusive"} and len(c3) == 3
+
+
+def test_supervised_claim_is_judged_as_equivalence():
+    """"About the same" needs every paired CI of Δ final inside the ±tolerance band, from enough
+    seeds for the exact test to decide (6 at alpha 0.05): a point difference inside the band
+    with a CI crossing it, or too few seeds, is inconclusive - not "agrees"."""
+    from snnlab.report.study import min_decisive_seeds
+
+    assert [min_decisive_seeds(a) for a in (0.05, 0.01, 0.3)] == [6, 8, 3]
+    fixed = {"fixed-k1": {"kind": "fixed", "k": 1}, "fixed-k100": {"kind": "fixed", "k": 100}}
+    worlds = {"supervised": _SD(fixed, 0.9, {"fixed-k1": 0.95, "fixed-k100": 0.955})}
+    rules = {"alpha": 0.05, "sl_tolerance": 0.02}
+
+    def verdict(final, seeds=6):
+        sl = _cmp({"fixed-k1": {"auc": (0.0, -0.01, 0.01, 0.9), "final": final}})
+        sl["paired_seeds"] = seeds
+        c = judge_claims(None, worlds, {"supervised": sl}, rules)
+        return c.iloc[0]["verdict"], c.iloc[0]["this run"]
+
+    assert verdict((0.005, -0.01, 0.015, 0.5))[0] == "agrees"
+    assert verdict((0.005, -0.03, 0.04, 0.5))[0] == "inconclusive"      # point inside, CI crosses the band
+    v, text = verdict((0.005, -0.01, 0.015, 0.5), seeds=3)              # inside, but 3 seeds cannot decide
+    assert v == "inconclusive" and "too few paired seeds (< 6) for fixed-k1" in text
+    assert verdict((0.001, 0.001, 0.001, 1.0), seeds=1)[0] == "inconclusive"  # one seed: no CI at all
+    assert verdict((0.05, 0.03, 0.07, 0.03))[0] == "disagrees"          # beyond the band, significant
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -191,13 +191,24 @@ def _direction_verdict(signs: list[str], good: str) -> str:
     return "partly agrees" if any(s == good for s in signs) else "inconclusive"
 
 
+def min_decisive_seeds(alpha: float) -> int:
+    """The fewest paired seeds whose exact sign-flip test can reach p < alpha (its smallest
+    p is 2 / 2^n): 6 at alpha = 0.05. Fewer seeds cannot decide a claim either way."""
+    n = 1
+    while 2.0 / 2**n >= alpha:
+        n += 1
+    return n
+
+
 def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame],
                  rules: dict[str, Any]) -> pd.DataFrame:
     """Each of the paper's Part-1 claims, this run's numbers, and a verdict by fixed rules.
 
-    - Supervised, "no clear preference": *agrees* if every setting's mean paired Δ final score
-      against k_ref is within ``sl_tolerance``; *disagrees* if some setting differs by more than
-      that with a 95% CI excluding 0 and p < alpha; otherwise *inconclusive*.
+    - Supervised, "no clear preference", judged as equivalence: *agrees* only if every setting's
+      paired 95% CI of Δ final score against k_ref lies inside ``±sl_tolerance``, from at least
+      :func:`min_decisive_seeds` paired seeds (fewer cannot decide: *inconclusive*); *disagrees*
+      if some setting differs by at least the tolerance with a 95% CI excluding 0 and p < alpha;
+      otherwise *inconclusive*.
     - RL, "shallow (fixed k <= shallow_k) and scheduled slopes learn faster" (Δ AUC; Δ steps to
       threshold) and "reach higher returns" (Δ best): per setting '+' / '-' when the CI excludes 0
       and p < alpha; *agrees* if all are better, *partly agrees* if some are and none worse,
@@ -224,13 +235,18 @@ def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: 
     if sl is not None and not sl.empty:
         ref = sl["reference"].iloc[0]
         worst = sl.iloc[int(np.argmax(np.abs(sl["final_mean_diff"].to_numpy())))]
+        need = min_decisive_seeds(alpha)
+        few = [r["setting"] for _, r in sl.iterrows() if int(r["paired_seeds"]) < need]
+        inside = [r["setting"] for _, r in sl.iterrows() if int(r["paired_seeds"]) >= need
+                  and -tol < r["final_ci_low"] and r["final_ci_high"] < tol]
         sig = [(r["setting"], r["final_mean_diff"]) for _, r in sl.iterrows()
-               if abs(r["final_mean_diff"]) >= tol and _sig(r, "final", alpha) != "0"]
+               if int(r["paired_seeds"]) >= need and abs(r["final_mean_diff"]) >= tol
+               and _sig(r, "final", alpha) != "0"]
         means = worlds["supervised"].table.set_index("setting")["final_mean"]
-        if (np.abs(sl["final_mean_diff"]) < tol).all():
-            verdict = "agrees"
-        elif sig:
+        if sig:
             verdict = "disagrees"
+        elif len(inside) == len(sl):
+            verdict = "agrees"
         else:
             verdict = "inconclusive"
         add("Supervised: final performance about the same for every slope setting",
@@ -238,7 +254,9 @@ def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: 
             f"final score {means.min():.4g}-{means.max():.4g} across settings; largest |Δ final| vs "
             f"{ref}: {worst['final_mean_diff']:+.4g} ({worst['setting']}, 95% CI "
             f"{worst['final_ci_low']:+.3g} to {worst['final_ci_high']:+.3g}, p={worst['final_p_value']:.3g}); "
-            f"tolerance ±{tol:g}" + (f"; significant beyond it: {', '.join(s for s, _ in sig)}" if sig else ""),
+            f"equivalence band ±{tol:g}: CI inside it for {len(inside)} of {len(sl)} settings"
+            + (f"; too few paired seeds (< {need}) for {', '.join(few)}" if few else "")
+            + (f"; significant beyond it: {', '.join(s for s, _ in sig)}" if sig else ""),
             verdict)
     rl = cmps.get("rl")
     if rl is not None and not rl.empty:
