@@ -269,11 +269,15 @@ def _add_report(sub) -> None:
         "settings, steps-to-threshold and best-score bars, and the summary table, as a "
         "self-contained report.html (plus report.md, the PNGs and summary.csv). Given a study "
         "folder (from `snnlab study`), rebuild its combined report in <study>/report/; given "
-        "several study folders, put them side by side (claims, Δ AUC vs k_ref and steps to "
-        "threshold per study and world, energy) in --out.",
+        "the shards of one study (`snnlab study --seeds`), merge them into that study's report "
+        "in --out; given several studies, put them side by side (claims, Δ AUC vs k_ref and steps "
+        "to threshold per study and world, energy) in --out. Exports (`snnlab export`) are read "
+        "like the folders they came from.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid, "
-                   "or study folder(s), e.g. runs/paper_part1 runs/paper_part1_drone (not both kinds)")
+                   "or study folder(s), e.g. runs/paper_part1 runs/paper_part1_drone, or shards of a "
+                   "study, e.g. runs/paper_part1_seeds0-2 runs/paper_part1_seeds3-5 (not sweeps and "
+                   "studies together)")
     p.add_argument("--out", metavar="DIR", default=REPORT_OUT,
                    help="output folder (default runs/report; for one study folder: <study>/report)")
     p.add_argument("--wandb", action="store_true", help="also publish a W&B Report of the same "
@@ -356,6 +360,48 @@ def _group_sweeps(group: list[str]) -> list[list[str]]:
     return [names[n] for n in sorted(names)]
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="copy a study or sweep result folder compactly (for the repository): configs, the "
+        "reported rows the tables read, final results; no checkpoints, W&B or TensorBoard files",
+        description="Export a study folder (or the shards of one study, merged into one) or a sweep "
+        "folder to --out: per trial the trial config (params.json), the validated experiment "
+        "(config.yaml), every reported row restricted to the keys the summary, report and energy "
+        "table read (result.json), the last result (final_result.json); the study's record and "
+        "gradient analysis; the sweeps' tables; and the report rebuilt from the export. `snnlab "
+        "report OUT` rebuilds the report from it alone (docs/sweeps.md, \"Exported results\").",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a study folder, the shards of one study "
+                   "(merged), or one sweep folder")
+    p.add_argument("--out", metavar="DIR", required=True, help="the export's folder, e.g. "
+                   "results/paper_part1_laptop (must not exist)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .config import ConfigError
+    from .report.export import export_study, export_sweep
+
+    groups, sweeps = _study_or_sweeps(args.dirs, "export")
+    if groups:
+        if len(groups) > 1:
+            raise ConfigError(f"export: {groups[0][0]} and {groups[1][0]} are different studies; export "
+                              f"one study (or the shards of one study) per folder")
+        res = export_study(groups[0], args.out)
+    else:
+        if len(sweeps) > 1:
+            raise ConfigError(f"export: give one sweep folder (got {len(sweeps)}); export each to its own folder")
+        res = export_sweep(sweeps[0], args.out)
+    report = res.out / "report"
+    data = res.bytes - sum(p.stat().st_size for p in report.rglob("*") if p.is_file())
+    print(f"exported {res.kind} ({res.trials} trials) to {_shown(res.out)}: {res.bytes / 1e6:.2f} MB "
+          f"({data / 1e6:.2f} MB data, the rest its report in {_shown(report)})")
+    print(f"rebuild its report with: snnlab report {_shown(res.out)}")
+    return 0
+
+
 def _study_name(root) -> str:
     from .report.study import read_study_record
 
@@ -375,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(sub)
     _add_analyze(sub)
     _add_report(sub)
+    _add_export(sub)
     return parser
 
 

@@ -477,6 +477,34 @@ def test_study_seeds_outside_the_budget_fail_in_one_line(tmp_path, capsys, seeds
     assert not (tmp_path / "r").exists()
 
 
+def test_a_shard_skips_a_section_without_its_seeds(tmp_path, monkeypatch):
+    """Sections with different seeds: each runs the shard's seeds among its own (no training here:
+    the sweeps are recorded, not run)."""
+    import snnlab.sweep.run as run_mod
+
+    text = _study_text(rl={"base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}], "seeds": [1, 2]})
+    path = write_yaml(tmp_path / "s.yaml", text)
+    ran = []
+    monkeypatch.setattr(run_mod, "connect", lambda *a, **k: False)
+    monkeypatch.setattr(run_mod, "run_sweep", lambda sweep, **k: ran.append((sweep.spec.name, sweep.seeds)) or
+                        type("R", (), {"errors": []})())
+    st = load_study(path, seeds=[0])
+    assert st.folder == "s_seeds0" and {w: s.seeds for w, s in st.sweeps.items()} == {"supervised": [0], "rl": []}
+    out = run_study(st, storage=str(tmp_path / "r"), wandb_mode="off", verbose=0, log=lambda m: None)
+    assert ran == [("s_supervised", [0])] and set(out.stage_s) == {"supervised"}
+    rec = yaml.safe_load((tmp_path / "r" / "s_seeds0" / "snnlab_study.yaml").read_text())
+    assert rec["seeds"] == [0] and rec["definition"]["rl"]["seeds"] == [1, 2]
+    ran.clear()
+    run_study(load_study(path, seeds=[1, 2]), storage=str(tmp_path / "r"), wandb_mode="off", verbose=0,
+              log=lambda m: None)
+    assert ran == [("s_supervised", [1]), ("s_rl", [1, 2])]
+    with pytest.raises(ConfigError, match="--seeds: 3 is not among the study's seeds \\[0, 1, 2\\]"):
+        load_study(path, seeds=[3])
+    grads_only = write_yaml(tmp_path / "g.yaml", yaml.safe_dump({"kind": "study", "name": "g", "gradients": {}}))
+    with pytest.raises(ConfigError, match="--seeds: the study has no sweep section"):
+        load_study(grads_only, seeds=[0])
+
+
 @pytest.fixture(scope="module")
 def smoke_shards(ray_session, tmp_path_factory):
     """The smoke study again, as two shards (seeds 0 and 1) written into one storage."""
@@ -546,7 +574,8 @@ def test_shards_of_different_settings_or_overlapping_seeds_are_refused(smoke_stu
     out = tmp_path / "out"
 
     def refused(*dirs, message):
-        for cmd in (["report", *map(str, dirs), "--out", str(out)],):
+        for cmd in (["report", *map(str, dirs), "--out", str(out)],
+                    ["export", *map(str, dirs), "--out", str(out)]):
             assert main(cmd) == 2
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and message in err, err
@@ -587,3 +616,85 @@ def test_a_shard_resumes_only_with_its_own_definition(smoke_shards):
     with pytest.raises(ConfigError, match=r"cannot resume: the study there differs in supervised\.base\.model\.backend"):
         run_study(load_study(STUDY, "smoke", overrides=["model.backend=fused"], seeds=[0]),
                   storage=str(s0.parent), wandb_mode="off", resume=True, verbose=0, log=lambda m: None)
+
+
+# --- results in the repo (issue 21): snnlab export, snnlab report on the export -----------------
+#: what an export never holds: Tune's and RLlib's checkpoints and state, W&B, TensorBoard, CSV logs
+HEAVY = ("checkpoint_", "events.out.tfevents", "wandb", ".pkl", "progress.csv", "experiment_state", "tuner")
+
+
+def test_exported_shards_rebuild_the_study_without_the_original_folders(smoke_study, smoke_shards, tmp_path,
+                                                                       capsys):
+    import shutil
+    import subprocess
+    import sys
+
+    _, whole = smoke_study
+    copies = []
+    for s in smoke_shards:  # copies with everything, plus a W&B run, that are deleted after the export
+        c = tmp_path / "orig" / s.name
+        shutil.copytree(s, c)
+        run = c / "paper_part1_rl" / "fixed-k1_seed0" / "wandb" / "offline-run-x"
+        run.mkdir(parents=True)
+        (run / "run-x.wandb").write_bytes(b"\0" * 1000)
+        copies.append(c)
+    assert any(c.rglob("checkpoint_*")) and any(c.rglob("events.out.tfevents.*"))
+    res = tmp_path / "results"
+    for c in copies:
+        assert main(["export", str(c), "--out", str(res / c.name)]) == 0
+        assert "exported study (16 trials)" in capsys.readouterr().out
+    assert main(["export", *map(str, copies), "--out", str(res / "merged")]) == 0
+    assert "exported study (32 trials)" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "orig")
+    for e in ("paper_part1_seeds0", "paper_part1_seeds1", "merged"):
+        files = [p for p in (res / e).rglob("*") if p.is_file()]
+        assert not [p for p in files if any(h in str(p.relative_to(res)) for h in HEAVY)]
+        data = sum(p.stat().st_size for p in files if "report" not in p.relative_to(res / e).parts)
+        assert data < 400_000, (e, data)  # 16-32 smoke trials: about 0.2-0.35 MB
+        assert sum(p.stat().st_size for p in files) < 3_000_000
+    # every row holds only the keys the summary, the report and the energy table read
+    for f in (res / "merged").glob("*/*/result.json"):
+        for line in f.read_text().splitlines():
+            assert all(k in ("training_iteration", "score", "slope") or k.startswith(
+                ("spike_rate/", "val_spike_rate/", "eval_spike_rate/", "grad/")) for k in json.loads(line))
+    # the validated config of each trial loads as a `snnlab train` config
+    from snnlab.experiment import load_experiment
+    from snnlab.sweep.spec import experiment_from_trial
+
+    trial = res / "merged" / "paper_part1_rl" / "interval_seed1"
+    assert load_experiment(trial / "config.yaml") == experiment_from_trial(
+        json.loads((trial / "params.json").read_text()))
+    assert "config" not in json.loads((trial / "final_result.json").read_text())
+    # the merged export is the whole study (its own report, rebuilt by `snnlab report`); the separately
+    # exported shards still merge - in a fresh interpreter that never starts Ray
+    _same_tables(res / "merged" / "report", whole / "report")
+    code = f"""
+        import sys
+        from snnlab.cli import main
+        assert main(["report", {str(res / 'paper_part1_seeds0')!r}, {str(res / 'paper_part1_seeds1')!r},
+                     "--out", {str(tmp_path / 'from_exports')!r}]) == 0
+        assert main(["report", {str(res / 'merged')!r}]) == 0
+        ray = sys.modules.get("ray")  # imported by the RL schema (energy columns), never started
+        assert ray is None or not ray.is_initialized(), "the report started Ray"
+        """
+    from .helpers import run_python
+
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_tables(tmp_path / "from_exports", whole / "report")
+    _same_page(tmp_path / "from_exports", whole / "report")
+    _same_tables(res / "merged" / "report", whole / "report")
+    _same_page(res / "merged" / "report", whole / "report")
+    assert yaml.safe_load((res / "merged" / "snnlab_study.yaml").read_text())["seeds"] == [0, 1]
+    # an export never writes into an existing folder
+    before = {p: p.read_bytes() for p in (res / "merged").rglob("*") if p.is_file()}
+    assert main(["export", str(smoke_shards[0]), "--out", str(res / "merged")]) == 2
+    assert "already exists; export into a new folder (nothing was written)" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (res / "merged").rglob("*") if p.is_file()} == before
+    assert not list(res.glob(".*partial*"))
+    # one export is one study: two whole runs (side by side in `snnlab report`) are refused
+    twin = _light_copy(whole, tmp_path / "twin")
+    assert main(["export", str(whole), str(twin), "--out", str(res / "two")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "are different studies; export one study" in err, err
+    assert not (res / "two").exists()

@@ -15,6 +15,11 @@ into ``<study>/report/``:
 
 How the claims are judged is spelled out in :func:`judge_claims` and docs/results.md.
 
+Shards of one study (``snnlab study --seeds``; ``snnlab report SHARD SHARD ... --out DIR``) are
+merged into that study (:func:`load_study_dirs`, :func:`check_shards`): every sweep read from all
+shards' folders, the gradient analysis from one shard (checked against the others'), one record -
+the same tables, claims, figures and energy as one run of all seeds.
+
 Several study folders (``snnlab report STUDY_A STUDY_B ... --out DIR``, :func:`build_studies_report`)
 are put side by side on one page: each study's claims, one row per study and world with every
 setting's Δ AUC against that study's k_ref and steps to threshold, ``relative_auc.png`` (a panel
