@@ -170,7 +170,8 @@ def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
     curves = []
     for trial_dir in trial_dirs(exp_dir):
         config = json.loads((trial_dir / "params.json").read_text())
-        by_step = read_rows(trial_dir)
+        # only what read_keys names is read (so an export, which keeps just that, reads the same)
+        by_step = {step: read_row(row, metric) for step, row in read_rows(trial_dir).items()}
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
         slopes = np.array([_num(by_step[int(s)].get(SLOPE_KEY)) for s in steps], dtype=float)
