@@ -181,15 +181,19 @@ def _add_study(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of both sweeps' base experiments by dotted path, e.g. "
                    "--set model.backend=fused; repeatable")
+    p.add_argument("--seeds", metavar="LIST", help="run a shard: only these of the budget's seeds, "
+                   "in every sweep section (e.g. 0,1,2 or 3-5), into <storage>/<name>_seeds<LIST>/; "
+                   "`snnlab report SHARD SHARD ...` merges shards into the one study")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(args) -> int:
     from .report.study import build_study_report
-    from .study import load_study, run_study
+    from .study import load_study, parse_seeds, run_study
     from .wandb_utils import check_wandb_mode
 
-    study = load_study(args.file, budget=args.budget, overrides=args.overrides)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    study = load_study(args.file, budget=args.budget, overrides=args.overrides, seeds=seeds)
     check_wandb_mode(args.wandb)
     out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
                     resume=args.resume, verbose=args.verbose,
@@ -265,11 +269,15 @@ def _add_report(sub) -> None:
         "settings, steps-to-threshold and best-score bars, and the summary table, as a "
         "self-contained report.html (plus report.md, the PNGs and summary.csv). Given a study "
         "folder (from `snnlab study`), rebuild its combined report in <study>/report/; given "
-        "several study folders, put them side by side (claims, Δ AUC vs k_ref and steps to "
-        "threshold per study and world, energy) in --out.",
+        "the shards of one study (`snnlab study --seeds`), merge them into that study's report "
+        "in --out; given several studies, put them side by side (claims, Δ AUC vs k_ref and steps "
+        "to threshold per study and world, energy) in --out. Exports (`snnlab export`) are read "
+        "like the folders they came from.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep result folder(s), e.g. runs/rl_fixed_grid, "
-                   "or study folder(s), e.g. runs/paper_part1 runs/paper_part1_drone (not both kinds)")
+                   "or study folder(s), e.g. runs/paper_part1 runs/paper_part1_drone, or shards of a "
+                   "study, e.g. runs/paper_part1_seeds0-2 runs/paper_part1_seeds3-5 (not sweeps and "
+                   "studies together)")
     p.add_argument("--out", metavar="DIR", default=REPORT_OUT,
                    help="output folder (default runs/report; for one study folder: <study>/report)")
     p.add_argument("--wandb", action="store_true", help="also publish a W&B Report of the same "
@@ -282,36 +290,21 @@ def _add_report(sub) -> None:
 
 def _cmd_report(args) -> int:
     from .report.build import build_report, load_sweep_dir
-    from .study import STUDY_FILE
 
-    studies = [d for d in args.dirs if (Path(d) / STUDY_FILE).is_file()]
+    groups, sweep_dirs = _study_or_sweeps(args.dirs, "report")
     sections = None  # W&B: one section per study (several studies), else one per sweep
-    if studies:
-        others = [d for d in args.dirs if d not in studies]
-        if others:
-            from .config import ConfigError
+    if groups:
+        from .report.study import build_study_report, build_studies_report
 
-            raise ConfigError(f"report: {studies[0]} is a study folder and {others[0]} is not; give "
-                              f"study folders only (one: its combined report; several: side by side) "
-                              f"or sweep folders only")
-        if len(studies) == 1:
-            from .report.study import build_study_report
-
-            out = None if args.out == REPORT_OUT else args.out
-            files = build_study_report(studies[0], out)
+        if len(groups) == 1:  # one study folder (its own report folder by default), or merged shards
+            out = None if args.out == REPORT_OUT and len(groups[0]) == 1 else args.out
+            files = build_study_report(groups[0], out)
         else:
-            from .report.study import build_studies_report
-
-            files = build_studies_report(studies, args.out)
-
-        def study_sweeps(root):
-            return sorted(str(p.parent) for p in Path(root).glob("*/snnlab_sweep.yaml"))
-
-        sweep_dirs = [d for root in studies for d in study_sweeps(root)]
-        if len(studies) > 1:
-            sections = [(_study_name(root), study_sweeps(root)) for root in studies]
+            files = build_studies_report(groups, args.out)
+        sweep_dirs = [parts for g in groups for parts in _group_sweeps(g)]
+        if len(groups) > 1:
+            sections = [(_study_name(g[0]), _group_sweeps(g)) for g in groups]
     else:
-        sweep_dirs = list(args.dirs)
         files = build_report(args.dirs, args.out)
     width = max(map(len, files), default=0)
     for name, path in files.items():
@@ -335,6 +328,80 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _study_or_sweeps(dirs: list[str], command: str) -> tuple[list[list[str]], list[str]]:
+    """Folders given to ``report`` / ``export``: study folders as the studies they make up (shards of
+    one study grouped to be merged, :func:`snnlab.report.study.study_groups`) and no sweep folders,
+    or sweep folders only. An unknown folder, or both kinds, is a one-line error."""
+    from .config import ConfigError
+    from .study_files import STUDY_FILE
+
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"{command}: {d}: no such directory")
+    studies = [d for d in dirs if (Path(d) / STUDY_FILE).is_file()]
+    if not studies:
+        return [], list(dirs)
+    others = [d for d in dirs if d not in studies]
+    if others:
+        raise ConfigError(f"{command}: {studies[0]} is a study folder and {others[0]} is not; give "
+                          f"study folders only (one: its combined report; several: side by side, "
+                          f"shards of one study merged) or sweep folders only")
+    from .report.study import study_groups
+
+    return [[str(p) for p in g] for g in study_groups(studies)], []
+
+
+def _group_sweeps(group: list[str]) -> list[list[str]]:
+    """The sweep sections of a study (or of its shards): per section, its folder in every shard."""
+    names: dict[str, list[str]] = {}
+    for root in group:
+        for spec in sorted(Path(root).glob("*/snnlab_sweep.yaml")):
+            names.setdefault(spec.parent.name, []).append(str(spec.parent))
+    return [names[n] for n in sorted(names)]
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="copy a study or sweep result folder compactly (for the repository): configs, the "
+        "reported rows the tables read, final results; no checkpoints, W&B or TensorBoard files",
+        description="Export a study folder (or the shards of one study, merged into one) or a sweep "
+        "folder to --out: per trial the trial config (params.json), the validated experiment "
+        "(config.yaml), every reported row restricted to the keys the summary, report and energy "
+        "table read (result.json), the last result (final_result.json); the study's record and "
+        "gradient analysis; the sweeps' tables; and the report rebuilt from the export. `snnlab "
+        "report OUT` rebuilds the report from it alone (docs/sweeps.md, \"Exported results\").",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a study folder, the shards of one study "
+                   "(merged), or one sweep folder")
+    p.add_argument("--out", metavar="DIR", required=True, help="the export's folder, e.g. "
+                   "results/paper_part1_laptop (must not exist)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .config import ConfigError
+    from .report.export import export_study, export_sweep
+
+    groups, sweeps = _study_or_sweeps(args.dirs, "export")
+    if groups:
+        if len(groups) > 1:
+            raise ConfigError(f"export: {groups[0][0]} and {groups[1][0]} are different studies; export "
+                              f"one study (or the shards of one study) per folder")
+        res = export_study(groups[0], args.out)
+    else:
+        if len(sweeps) > 1:
+            raise ConfigError(f"export: give one sweep folder (got {len(sweeps)}); export each to its own folder")
+        res = export_sweep(sweeps[0], args.out)
+    report = res.out / "report"
+    data = res.bytes - sum(p.stat().st_size for p in report.rglob("*") if p.is_file())
+    print(f"exported {res.kind} ({res.trials} trials) to {_shown(res.out)}: {res.bytes / 1e6:.2f} MB "
+          f"({data / 1e6:.2f} MB data, the rest its report in {_shown(report)})")
+    print(f"rebuild its report with: snnlab report {_shown(res.out)}")
+    return 0
+
+
 def _study_name(root) -> str:
     from .report.study import read_study_record
 
@@ -354,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(sub)
     _add_analyze(sub)
     _add_report(sub)
+    _add_export(sub)
     return parser
 
 

@@ -348,6 +348,36 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
     return data
 
 
+ABSENT = "(absent)"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings and lists as ``{dotted.path: leaf}`` (list items by index: ``settings.6.k``);
+    an empty mapping or list is a leaf."""
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(data, (list, tuple)) and data:
+        out = {}
+        for i, v in enumerate(data):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def first_difference(a: Any, b: Any) -> tuple[str, Any, Any] | None:
+    """The first dotted key (in ``a``'s order, then ``b``'s) whose value differs between two nested
+    documents, with both values (:data:`ABSENT` where one lacks it); None when they are equal."""
+    fa, fb = flatten(a), flatten(b)
+    for key in list(fa) + [k for k in fb if k not in fa]:
+        va, vb = fa.get(key, ABSENT), fb.get(key, ABSENT)
+        if va != vb and not (isinstance(va, float) and isinstance(vb, float) and va != va and vb != vb):
+            return key, va, vb
+    return None
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -147,3 +147,46 @@ def test_report_html_renders_in_headless_chromium(tiny_sweep, tmp_path):
     shot = tmp_path / "shot.png"
     res = chromium(f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri(), profile="p3")
     assert shot.is_file() and shot.stat().st_size > 20_000, res.stderr[-2000:]
+
+
+def test_export_of_a_sweep_is_small_and_rebuilds_its_report(tiny_sweep, tmp_path, capsys):
+    """snnlab export SWEEP --out DIR (issue 21): configs and the rows the tables read, nothing heavy."""
+    import json
+
+    src = tiny_sweep["exp"]
+    assert any(src.rglob("checkpoint_*")) and any(src.glob("*/wandb/offline-run-*"))
+    assert any(src.rglob("events.out.tfevents.*"))
+    out = tmp_path / "results" / "tiny"
+    assert main(["export", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "exported sweep (4 trials) to" in printed and "snnlab report" in printed
+    files = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
+    assert not [f for f in files if any(h in f for h in ("checkpoint", "wandb", "tfevents", ".pkl", "progress.csv",
+                                                         "experiment_state", "tuner"))], files
+    per_trial = {f.split("/", 1)[1] for f in files if f.startswith(("fixed-k2_", "interval_"))}
+    assert per_trial == {"params.json", "config.yaml", "result.json", "final_result.json"}
+    assert sum((out / f).stat().st_size for f in files if not f.startswith("report/")) < 60_000
+    for f in out.glob("*/result.json"):
+        keys = set().union(*(json.loads(line) for line in f.read_text().splitlines()))
+        assert {"training_iteration", "score", "slope"} <= keys
+        assert all(k in ("training_iteration", "score", "slope") or k.startswith("val_spike_rate/") for k in keys), keys
+    pd.testing.assert_frame_equal(summarize(out), summarize(src))
+    assert main(["report", str(src), "--out", str(tmp_path / "a")]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "b")]) == 0
+    for name in ("summary.csv",):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / name), pd.read_csv(tmp_path / "b" / name))
+    assert (out / "report" / "report.html").is_file() and (out / "summary.md").is_file()
+    capsys.readouterr()
+    # one line, exit 2, nothing written: several sweeps, an unknown folder, an existing target
+    for args, message in (([str(src), str(src)], "export: give one sweep folder (got 2)"),
+                          ([str(tmp_path / "nope")], f"export: {tmp_path / 'nope'}: no such directory"),
+                          ([str(tmp_path / "empty")], "no snnlab sweep here")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert main(["export", *args, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "x").exists()
+    before = sorted(files)
+    assert main(["export", str(src), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == before

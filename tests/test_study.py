@@ -467,3 +467,259 @@ def test_wandb_report_of_two_studies_has_a_section_per_study(smoke_study, drone_
         ["Group == 'paper_part1_drone_rl'", "Group == 'paper_part1_drone_supervised'"]]
     assert [p.y for p in grids[0].panels] == [["score"], ["slope"], ["energy/energy_ratio"]]
     assert "W&B report: https://wandb.ai/fake/report" in capsys.readouterr().out
+
+
+# --- studies in shards (issue 21): snnlab study --seeds, merged by snnlab report -----------------
+def test_seed_lists_parse_and_label_folders():
+    from snnlab.study import parse_seeds, seeds_label
+
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("3-5") == [3, 4, 5]
+    assert parse_seeds(" 4-6,0, 5") == [0, 4, 5, 6]
+    assert seeds_label([5, 0, 1, 2]) == "0-2_5" and seeds_label([3]) == "3"
+    for bad in ("", "x", "1-", "5-3", "-1", "0,,1"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+    st = load_study(STUDY, "smoke", seeds=[1])
+    assert st.folder == "paper_part1_seeds1" and st.seeds == [1] and st.all_seeds == [0, 1]
+    assert {w: len(s.trials()) for w, s in st.sweeps.items()} == {"supervised": 8, "rl": 8}
+    # a shard's trials are the whole study's trials of its seeds: same configs (diagnostics too)
+    whole = load_study(STUDY, "smoke")
+    for w, s in st.sweeps.items():
+        assert s.trials() == [t for t in whole.sweeps[w].trials() if t["seed"] == 1]
+        assert s.spec == whole.sweeps[w].spec
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("7", "--seeds: 7 is not among the study's seeds [0, 1] (budget smoke)"),
+    ("0,2-3", "--seeds: 2, 3 are not among the study's seeds [0, 1] (budget smoke)"),
+    ("1-0", "--seeds '1-0': '1-0' is not a range of seeds >= 0 (low-high)"),
+    ("a", "--seeds 'a': expected seeds like 0,1,2 or 3-5"),
+])
+def test_study_seeds_outside_the_budget_fail_in_one_line(tmp_path, capsys, seeds, message):
+    assert main(["study", str(STUDY), "--budget", "smoke", "--seeds", seeds, "--storage", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_shard_skips_a_section_without_its_seeds(tmp_path, monkeypatch):
+    """Sections with different seeds: each runs the shard's seeds among its own (no training here:
+    the sweeps are recorded, not run)."""
+    import snnlab.sweep.run as run_mod
+
+    text = _study_text(rl={"base": str(CONFIGS / "rl_cartpole.yaml"), "settings": [{"k": 2}], "seeds": [1, 2]})
+    path = write_yaml(tmp_path / "s.yaml", text)
+    ran = []
+    monkeypatch.setattr(run_mod, "connect", lambda *a, **k: False)
+    monkeypatch.setattr(run_mod, "run_sweep", lambda sweep, **k: ran.append((sweep.spec.name, sweep.seeds)) or
+                        type("R", (), {"errors": []})())
+    st = load_study(path, seeds=[0])
+    assert st.folder == "s_seeds0" and {w: s.seeds for w, s in st.sweeps.items()} == {"supervised": [0], "rl": []}
+    out = run_study(st, storage=str(tmp_path / "r"), wandb_mode="off", verbose=0, log=lambda m: None)
+    assert ran == [("s_supervised", [0])] and set(out.stage_s) == {"supervised"}
+    rec = yaml.safe_load((tmp_path / "r" / "s_seeds0" / "snnlab_study.yaml").read_text())
+    assert rec["seeds"] == [0] and rec["definition"]["rl"]["seeds"] == [1, 2]
+    ran.clear()
+    run_study(load_study(path, seeds=[1, 2]), storage=str(tmp_path / "r"), wandb_mode="off", verbose=0,
+              log=lambda m: None)
+    assert ran == [("s_supervised", [1]), ("s_rl", [1, 2])]
+    with pytest.raises(ConfigError, match="--seeds: 3 is not among the study's seeds \\[0, 1, 2\\]"):
+        load_study(path, seeds=[3])
+    grads_only = write_yaml(tmp_path / "g.yaml", yaml.safe_dump({"kind": "study", "name": "g", "gradients": {}}))
+    with pytest.raises(ConfigError, match="--seeds: the study has no sweep section"):
+        load_study(grads_only, seeds=[0])
+
+
+@pytest.fixture(scope="module")
+def smoke_shards(ray_session, tmp_path_factory):
+    """The smoke study again, as two shards (seeds 0 and 1) written into one storage."""
+    storage = tmp_path_factory.mktemp("shards")
+    for seeds in ([0], [1]):
+        out = run_study(load_study(STUDY, "smoke", seeds=seeds), storage=str(storage), wandb_mode="off",
+                        verbose=0, log=lambda m: None, report=build_study_report)
+        assert out.errors == []
+    return storage / "paper_part1_seeds0", storage / "paper_part1_seeds1"
+
+
+TABLES = ("claims.csv", "summary.csv", "comparison.csv")
+
+
+def _same_tables(a, b):
+    """The report's tables in folders a and b: equal (claims as text, numbers to float rounding)."""
+    for name in TABLES:
+        pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), rtol=1e-12, obj=name)
+
+
+def _same_page(a, b):
+    """report.md of a and b: equal but for the facts paragraph (commands, times)."""
+    la, lb = (p.joinpath("report.md").read_text().splitlines() for p in (a, b))
+    assert len(la) == len(lb) and [x for i, x in enumerate(la) if i != 2] == [x for i, x in enumerate(lb) if i != 2]
+
+
+def test_shards_merge_into_the_unsharded_study(smoke_study, smoke_shards, tmp_path, capsys):
+    _, whole = smoke_study
+    s0, s1 = smoke_shards
+    recs = [yaml.safe_load((s / "snnlab_study.yaml").read_text()) for s in (s0, s1)]
+    assert [r["seeds"] for r in recs] == [[0], [1]]
+    assert recs[0]["definition"] == recs[1]["definition"]
+    assert recs[0]["definition"] == yaml.safe_load((whole / "snnlab_study.yaml").read_text())["definition"]
+    assert recs[0]["definition"]["code"]["snnlab_source"] and recs[0]["definition"]["rl"]["seeds"] == [0, 1]
+    # each shard holds its seed's trials only, with the unsharded run's trial configs
+    for s, seed in ((s0, 0), (s1, 1)):
+        for w in ("supervised", "rl"):
+            trials = sorted(p.parent.name for p in (s / f"paper_part1_{w}").glob("*/params.json"))
+            assert len(trials) == 8 and all(t.endswith(f"_seed{seed}") for t in trials)
+            for t in trials:
+                assert json.loads((s / f"paper_part1_{w}" / t / "params.json").read_text()) == json.loads(
+                    (whole / f"paper_part1_{w}" / t / "params.json").read_text())
+            assert yaml.safe_load((s / f"paper_part1_{w}" / "snnlab_sweep.yaml").read_text())["shard_seeds"] == [seed]
+    out = tmp_path / "merged"
+    assert main(["report", str(s1), str(s0), "--out", str(out)]) == 0  # any order
+    _same_tables(out, whole / "report")
+    _same_page(out, whole / "report")
+    md = (out / "report.md").read_text()
+    assert "Merged from 2 shards (seeds 0-1, budget: smoke): seeds 0: `" in md
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(
+        n for n in PROMISED if n.endswith(".png"))
+    # the shards' own reports are untouched; a shard alone still reports itself into its folder
+    assert pd.read_csv(s0 / "report" / "summary.csv")["seeds_finished"].eq(1).all()
+
+
+def _light_copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint_*", "events.out.tfevents.*", "report"))
+    return dst
+
+
+def test_shards_of_different_settings_or_overlapping_seeds_are_refused(smoke_study, smoke_shards, tmp_path,
+                                                                      capsys):
+    _, whole = smoke_study
+    s0, s1 = smoke_shards
+    out = tmp_path / "out"
+
+    def refused(*dirs, message):
+        for cmd in (["report", *map(str, dirs), "--out", str(out)],
+                    ["export", *map(str, dirs), "--out", str(out)]):
+            assert main(cmd) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and message in err, err
+            assert not out.exists()
+
+    refused(s0, s0, message=f"shards overlap in seed 0: {s0} and {s0}")
+    refused(s1, whole, message=f"shards overlap in seed 1: {s1} and {whole}")
+    rec = yaml.safe_load((s1 / "snnlab_study.yaml").read_text())
+    lr = rec["definition"]["rl"]["base"]["algorithm"]["lr"]
+    for key, edit, message in (
+            ("lr", lambda d: d["rl"]["base"]["algorithm"].update(lr=lr * 10),
+             f"shards differ in rl.base.algorithm.lr: {lr} vs {lr * 10} ({s0} vs "),
+            ("budget", lambda d: d.update(budget="laptop"), "shards differ in budget: smoke vs laptop"),
+            ("code", lambda d: d["code"].update(torch="0.0"), "shards differ in code.torch: "),
+            ("seeds", lambda d: d["supervised"].update(seeds=[0, 1, 2]),
+             "shards differ in supervised.seeds.2: (absent) vs 2")):
+        other = tmp_path / key
+        other.mkdir()
+        changed = json.loads(json.dumps(rec))
+        edit(changed["definition"])
+        (other / "snnlab_study.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+        refused(s0, other, message=message)
+    # the gradient analyses (seeded) must agree
+    bad = _light_copy(s1, tmp_path / "bad_grad")
+    g = pd.read_csv(bad / "gradients" / "gradients_summary.csv")
+    g.loc[0, "magnitude"] *= 2
+    g.to_csv(bad / "gradients" / "gradients_summary.csv", index=False)
+    refused(s0, bad, message="shards differ in gradients/gradients_summary.csv: k=1 layer 0 magnitude")
+    # a sweep folder among them: today's one line
+    refused(s0, s1 / "paper_part1_rl", message="is a study folder and")
+
+
+def test_a_shard_resumes_only_with_its_own_definition(smoke_shards):
+    s0, _ = smoke_shards
+    with pytest.raises(ConfigError, match="already holds this shard's results; continue it with --resume"):
+        run_study(load_study(STUDY, "smoke", seeds=[0]), storage=str(s0.parent), wandb_mode="off", verbose=0,
+                  log=lambda m: None)
+    with pytest.raises(ConfigError, match=r"cannot resume: the study there differs in supervised\.base\.model\.backend"):
+        run_study(load_study(STUDY, "smoke", overrides=["model.backend=fused"], seeds=[0]),
+                  storage=str(s0.parent), wandb_mode="off", resume=True, verbose=0, log=lambda m: None)
+
+
+# --- results in the repo (issue 21): snnlab export, snnlab report on the export -----------------
+#: what an export never holds: Tune's and RLlib's checkpoints and state, W&B, TensorBoard, CSV logs
+HEAVY = ("checkpoint_", "events.out.tfevents", "wandb", ".pkl", "progress.csv", "experiment_state", "tuner")
+
+
+def test_exported_shards_rebuild_the_study_without_the_original_folders(smoke_study, smoke_shards, tmp_path,
+                                                                       capsys):
+    import shutil
+    import subprocess
+    import sys
+
+    _, whole = smoke_study
+    copies = []
+    for s in smoke_shards:  # copies with everything, plus a W&B run, that are deleted after the export
+        c = tmp_path / "orig" / s.name
+        shutil.copytree(s, c)
+        run = c / "paper_part1_rl" / "fixed-k1_seed0" / "wandb" / "offline-run-x"
+        run.mkdir(parents=True)
+        (run / "run-x.wandb").write_bytes(b"\0" * 1000)
+        copies.append(c)
+    assert any(c.rglob("checkpoint_*")) and any(c.rglob("events.out.tfevents.*"))
+    res = tmp_path / "results"
+    for c in copies:
+        assert main(["export", str(c), "--out", str(res / c.name)]) == 0
+        assert "exported study (16 trials)" in capsys.readouterr().out
+    assert main(["export", *map(str, copies), "--out", str(res / "merged")]) == 0
+    assert "exported study (32 trials)" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "orig")
+    for e in ("paper_part1_seeds0", "paper_part1_seeds1", "merged"):
+        files = [p for p in (res / e).rglob("*") if p.is_file()]
+        assert not [p for p in files if any(h in str(p.relative_to(res)) for h in HEAVY)]
+        data = sum(p.stat().st_size for p in files if "report" not in p.relative_to(res / e).parts)
+        assert data < 400_000, (e, data)  # 16-32 smoke trials: about 0.2-0.35 MB
+        assert sum(p.stat().st_size for p in files) < 3_000_000
+    # every row holds only the keys the summary, the report and the energy table read
+    for f in (res / "merged").glob("*/*/result.json"):
+        for line in f.read_text().splitlines():
+            assert all(k in ("training_iteration", "score", "slope") or k.startswith(
+                ("spike_rate/", "val_spike_rate/", "eval_spike_rate/", "grad/")) for k in json.loads(line))
+    # the validated config of each trial loads as a `snnlab train` config
+    from snnlab.experiment import load_experiment
+    from snnlab.sweep.spec import experiment_from_trial
+
+    trial = res / "merged" / "paper_part1_rl" / "interval_seed1"
+    assert load_experiment(trial / "config.yaml") == experiment_from_trial(
+        json.loads((trial / "params.json").read_text()))
+    assert "config" not in json.loads((trial / "final_result.json").read_text())
+    # the merged export is the whole study (its own report, rebuilt by `snnlab report`); the separately
+    # exported shards still merge - in a fresh interpreter that never starts Ray
+    _same_tables(res / "merged" / "report", whole / "report")
+    code = f"""
+        import sys
+        from snnlab.cli import main
+        assert main(["report", {str(res / 'paper_part1_seeds0')!r}, {str(res / 'paper_part1_seeds1')!r},
+                     "--out", {str(tmp_path / 'from_exports')!r}]) == 0
+        assert main(["report", {str(res / 'merged')!r}]) == 0
+        ray = sys.modules.get("ray")  # imported by the RL schema (energy columns), never started
+        assert ray is None or not ray.is_initialized(), "the report started Ray"
+        """
+    from .helpers import run_python
+
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_tables(tmp_path / "from_exports", whole / "report")
+    _same_page(tmp_path / "from_exports", whole / "report")
+    _same_tables(res / "merged" / "report", whole / "report")
+    _same_page(res / "merged" / "report", whole / "report")
+    assert yaml.safe_load((res / "merged" / "snnlab_study.yaml").read_text())["seeds"] == [0, 1]
+    # an export never writes into an existing folder
+    before = {p: p.read_bytes() for p in (res / "merged").rglob("*") if p.is_file()}
+    assert main(["export", str(smoke_shards[0]), "--out", str(res / "merged")]) == 2
+    assert "already exists; export into a new folder (nothing was written)" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (res / "merged").rglob("*") if p.is_file()} == before
+    assert not list(res.glob(".*partial*"))
+    # one export is one study: two whole runs (side by side in `snnlab report`) are refused
+    twin = _light_copy(whole, tmp_path / "twin")
+    assert main(["export", str(whole), str(twin), "--out", str(res / "two")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "are different studies; export one study" in err, err
+    assert not (res / "two").exists()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from ..sweep.summary import (
     markdown_table,
     read_spec,
     summarize,
+    sweep_parts,
     table_cells,
     table_note,
     to_markdown,
@@ -41,21 +43,26 @@ from ..sweep.summary import (
 @dataclass
 class SweepData:
     name: str
-    path: Path
+    path: Path  # the (first) folder
     spec: dict
     curves: list
     table: pd.DataFrame
+    #: every folder it was read from: one, or the same sweep section of several study shards
+    parts: list[Path] = field(default_factory=list)
 
 
-def load_sweep_dir(path: str | Path) -> SweepData:
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such directory")
-    spec = read_spec(path)
-    curves = load_curves(path, spec["metric"]["name"], spec.get("steps"))
+def load_sweep_dir(path: str | Path | Sequence[str | Path]) -> SweepData:
+    """A sweep result folder, or the parts of one sweep (the same section of several shards of a
+    study: one sweep with all their trials, :func:`snnlab.sweep.summary.sweep_parts`)."""
+    parts = sweep_parts(path)
+    for part in parts:
+        if not part.is_dir():
+            raise ConfigError(f"{part}: no such directory")
+    spec = read_spec(parts)
+    curves = load_curves(parts, spec["metric"]["name"], spec.get("steps"))
     if not curves:
-        raise ConfigError(f"{path}: the sweep has no trial results yet")
-    return SweepData(spec["name"], path, spec, curves, summarize(path))
+        raise ConfigError(f"{parts[0]}: the sweep has no trial results yet")
+    return SweepData(spec["name"], parts[0], spec, curves, summarize(parts), parts)
 
 
 def _settings(sd: SweepData) -> list[str]:
@@ -194,7 +201,7 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     md = ["# snnlab report", ""]
     for sd in sweeps:
         md += [f"## {sd.name}", f"`{sd.path}`", "", _md_table(sd.table, sd.spec)]
-        cmp = compare_to_reference(sd.path)
+        cmp = compare_to_reference(sd.parts)
         if not cmp.empty:
             md += ["", comparison_markdown(cmp, sd.spec)]
     md += ["![learning curves](curves.png)", "", "![bars](bars.png)", ""]

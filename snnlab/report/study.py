@@ -15,6 +15,11 @@ into ``<study>/report/``:
 
 How the claims are judged is spelled out in :func:`judge_claims` and docs/results.md.
 
+Shards of one study (``snnlab study --seeds``; ``snnlab report SHARD SHARD ... --out DIR``) are
+merged into that study (:func:`load_study_dirs`, :func:`check_shards`): every sweep read from all
+shards' folders, the gradient analysis from one shard (checked against the others'), one record -
+the same tables, claims, figures and energy as one run of all seeds.
+
 Several study folders (``snnlab report STUDY_A STUDY_B ... --out DIR``, :func:`build_studies_report`)
 are put side by side on one page: each study's claims, one row per study and world with every
 setting's Δ AUC against that study's k_ref and steps to threshold, ``relative_auc.png`` (a panel
@@ -23,11 +28,12 @@ per study and world) and each study's energy tables; ``claims.csv``, ``studies.c
 
 from __future__ import annotations
 
+import copy
 import html
 import math
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +42,10 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError
-from ..study_files import STUDY_FILE
+from ..study import definition_difference, is_shard, seeds_label
+from ..study_files import GRADIENTS_DIR, REPORT_DIR, STUDY_FILE, sweep_dir_name
 from ..sweep.summary import (
+    SPEC_FILE,
     comparison_cells,
     compare_to_reference,
     energy_cells,
@@ -357,9 +365,9 @@ class _Page:
 
 @dataclass
 class StudyData:
-    """What a study's report is built from (:func:`load_study_dir`)."""
+    """What a study's report is built from (:func:`load_study_dirs`)."""
 
-    root: Path
+    root: Path  # the folder (of merged shards: the one holding the lowest seed)
     record: dict
     name: str
     grad: pd.DataFrame | None
@@ -368,6 +376,13 @@ class StudyData:
     cmps: dict[str, pd.DataFrame]
     rules: dict[str, Any]
     claims: pd.DataFrame
+    #: every folder it was read from: one, or the shards merged into this study
+    roots: list[Path] = field(default_factory=list)
+    grad_dir: Path | None = None  # the gradient analysis used (of shards: the first one's)
+
+    @property
+    def where(self) -> str:
+        return " + ".join(map(str, self.roots or [self.root]))
 
 
 def read_study_record(root: str | Path) -> dict:
@@ -378,42 +393,165 @@ def read_study_record(root: str | Path) -> dict:
     return yaml.safe_load(rec_path.read_text())
 
 
+def study_groups(roots: list[str | Path]) -> list[list[Path]]:
+    """Study folders as the studies they make up, in the order given: the shards of one study
+    (folders whose record holds only some of the study's seeds, :func:`snnlab.study.is_shard`) and
+    every other folder of the same study name form one group, to be merged; any other folder is a
+    study of its own (two whole runs of one study, e.g. at two budgets, stay side by side)."""
+    paths = [Path(r) for r in roots]
+    records = [read_study_record(p) for p in paths]
+    sharded = {rec.get("name") for rec in records if is_shard(rec)}
+    groups: list[list[Path]] = []
+    by_name: dict[str, list[Path]] = {}
+    for p, rec in zip(paths, records):
+        name = rec.get("name")
+        if name in sharded:
+            if name not in by_name:
+                by_name[name] = []
+                groups.append(by_name[name])
+            by_name[name].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def check_shards(roots: list[Path], records: list[dict]) -> None:
+    """Refuse (one line) to merge folders that are not shards of one study: a record from before
+    shards existed, a difference in the study's definition (budget, resolved sweeps, claim rules,
+    code), or a seed held by two of them."""
+    for root, rec in zip(roots, records):
+        if not isinstance(rec.get("definition"), dict) or "seeds" not in rec:
+            raise ConfigError(f"{root}: its record has no study definition (written before shards "
+                              f"existed), so it cannot be merged with {roots[0] if root != roots[0] else roots[1]}")
+    for root, rec in zip(roots[1:], records[1:]):
+        why = definition_difference(records[0]["definition"], rec["definition"])
+        if why:
+            raise ConfigError(f"shards differ in {why} ({roots[0]} vs {root})")
+    held: dict[int, Path] = {}
+    for root, rec in zip(roots, records):
+        both = sorted(int(s) for s in rec["seeds"] if int(s) in held)
+        if both:
+            raise ConfigError(f"shards overlap in seed{'s' if len(both) > 1 else ''} "
+                              f"{', '.join(map(str, both))}: {held[both[0]]} and {root}")
+        held.update({int(s): root for s in rec["seeds"]})
+
+
+def merged_record(roots: list[Path], records: list[dict]) -> dict:
+    """One record for merged shards (each checked by :func:`check_shards`): the first shard's, with
+    the seeds of all, ``shards`` (each one's folder, seeds, command, times, machine), the earliest
+    start, the latest finish and the stage times summed over the shards."""
+    rec = copy.deepcopy(records[0])
+    shards = []
+    for root, r in zip(roots, records):
+        for s in r.get("shards") or [{"folder": str(root), **{k: r.get(k) for k in SHARD_FACTS}}]:
+            shards.append(s)
+    rec["shards"] = sorted(shards, key=lambda s: min(s.get("seeds") or [0]))
+    rec["seeds"] = sorted(int(s) for r in records for s in r["seeds"])
+    rec["started"] = min(str(r.get("started", "?")) for r in records)
+    finished = [r.get("finished") for r in records]
+    rec["finished"] = max(map(str, finished)) if all(finished) else None
+    stage_s: dict[str, float] = {}
+    for r in records:
+        for k, v in (r.get("stage_s") or {}).items():
+            stage_s[k] = round(stage_s.get(k, 0.0) + float(v), 1)
+    rec["stage_s"] = stage_s
+    rec["wall_time_s"] = round(sum(stage_s.values()), 1)
+    rec["command"] = "; ".join(str(s.get("command")) for s in rec["shards"])
+    rec["machine"] = "; ".join(dict.fromkeys(str(s.get("machine")) for s in rec["shards"]))
+    return rec
+
+
+#: what a merged record keeps of each shard
+SHARD_FACTS = ("seeds", "command", "started", "finished", "wall_time_s", "stage_s", "machine", "versions")
+
+
+def _gradient_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """Where two shards' gradient analyses (seeded, so equal up to the machine's float rounding)
+    differ: magnitudes beyond a relative 1e-3, cosines beyond 1e-3; None when they agree."""
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        return f"gradients/gradients_summary.csv: {len(a)} vs {len(b)} rows"
+    for ra, rb in zip(a.to_dict("records"), b.to_dict("records")):
+        where_a, where_b = f"k={ra['k']:g} layer {int(ra['layer'])}", f"k={rb['k']:g} layer {int(rb['layer'])}"
+        if where_a != where_b:
+            return f"gradients/gradients_summary.csv: rows {where_a} vs {where_b}"
+        for col, close in (("magnitude", lambda x, y: math.isclose(x, y, rel_tol=1e-3)),
+                           ("cosine", lambda x, y: abs(x - y) <= 1e-3)):
+            if col in ra and not close(float(ra[col]), float(rb[col])):
+                return f"gradients/gradients_summary.csv: {where_a} {col} {ra[col]:.4g} vs {rb[col]:.4g}"
+    return None
+
+
 def load_study_dir(root: str | Path) -> StudyData:
-    """Read a study folder: its record, the gradient analysis, both sweeps (those with results),
-    their paired comparisons against k_ref, and the claims judged from them."""
-    root = Path(root)
-    record = read_study_record(root)
+    """Read a study folder (:func:`load_study_dirs` of one)."""
+    return load_study_dirs([root])
+
+
+def load_study_dirs(roots: list[str | Path]) -> StudyData:
+    """Read a study folder - its record, the gradient analysis, both sweeps (those with results),
+    their paired comparisons against k_ref, and the claims judged from them - or several shards of
+    one study as that study (:func:`check_shards`; each sweep read from all shards' folders of it,
+    the gradient analysis from the shard with the lowest seed, checked against the others')."""
+    roots = [Path(r) for r in roots]
+    records = [read_study_record(r) for r in roots]
+    if len(roots) > 1:
+        check_shards(roots, records)
+        order = sorted(range(len(roots)), key=lambda i: min(int(s) for s in records[i]["seeds"]))
+        roots, records = [roots[i] for i in order], [records[i] for i in order]
+        record = merged_record(roots, records)
+    else:
+        record = records[0]
     name = record["name"]
-    grad, grad_k_ref = None, 100.0
-    if (root / "gradients" / "gradients_summary.csv").is_file():
-        grad = pd.read_csv(root / "gradients" / "gradients_summary.csv")
-        protocol = root / "gradients" / "protocol.yaml"  # the protocol as run (budget applied)
-        if protocol.is_file():
-            grad_k_ref = float(yaml.safe_load(protocol.read_text()).get("k_ref", 100.0))
+    grad, grad_k_ref, grad_dir = None, 100.0, None
+    for root in roots:
+        csv = root / GRADIENTS_DIR / "gradients_summary.csv"
+        if not csv.is_file():
+            continue
+        mine = pd.read_csv(csv)
+        if grad is None:
+            grad, grad_dir = mine, root / GRADIENTS_DIR
+            protocol = grad_dir / "protocol.yaml"  # the protocol as run (budget applied)
+            if protocol.is_file():
+                grad_k_ref = float(yaml.safe_load(protocol.read_text()).get("k_ref", 100.0))
+        else:
+            why = _gradient_difference(grad, mine)
+            if why:
+                raise ConfigError(f"shards differ in {why} ({grad_dir.parent} vs {root})")
     worlds: dict[str, SweepData] = {}
     for w in ("supervised", "rl"):
-        d = root / f"{name}_{w}"
-        if (d / "snnlab_sweep.yaml").is_file():
+        parts = [d for d in (root / sweep_dir_name(name, w) for root in roots) if (d / SPEC_FILE).is_file()]
+        if parts:
             try:
-                worlds[w] = load_sweep_dir(d)
-            except ConfigError:  # no trial results yet: the report says so below
-                pass
-    cmps = {w: compare_to_reference(sd.path) for w, sd in worlds.items()}
+                worlds[w] = load_sweep_dir(parts)
+            except ConfigError as e:  # no trial results yet: the report says so below
+                if "no trial results yet" not in str(e):
+                    raise
+    cmps = {w: compare_to_reference(sd.parts) for w, sd in worlds.items()}
     rules = dict(record.get("claims", {}))
     rules["k_ref"] = grad_k_ref
     claims = judge_claims(grad, worlds, cmps, rules)
-    return StudyData(root, record, name, grad, grad_k_ref, worlds, cmps, rules, claims)
+    return StudyData(roots[0], record, name, grad, grad_k_ref, worlds, cmps, rules, claims, roots, grad_dir)
 
 
 def _facts(record: dict) -> str:
-    """The study's command, budget, times, machine and versions, as one sentence."""
+    """The study's command, budget, times, machine and versions, as one sentence (merged shards:
+    the seeds and each shard's command, times and machine)."""
     v = record.get("versions", {})
     stages = record.get("stage_s", {})
-    return (f"Command: `{record.get('command', '')}` (budget: {record.get('budget') or 'as written'}); "
-            f"started {record.get('started', '?')}, finished {record.get('finished', 'not yet')}; "
-            f"wall time {record.get('wall_time_s', 0):.0f} s ("
-            + ", ".join(f"{k} {s:.0f} s" for k, s in stages.items()) + f") on {record.get('machine', '?')}. "
-            + "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".")
+    times = (f"wall time {record.get('wall_time_s', 0):.0f} s ("
+             + ", ".join(f"{k} {s:.0f} s" for k, s in stages.items()) + ")")
+    if record.get("shards"):
+        shards = record["shards"]
+        head = (f"Merged from {len(shards)} shards (seeds {seeds_label(record.get('seeds', []))}, budget: "
+                f"{record.get('budget') or 'as written'}): " + "; ".join(
+                    f"seeds {seeds_label(s.get('seeds') or [])}: `{s.get('command', '')}`, started "
+                    f"{s.get('started', '?')}, finished {s.get('finished') or 'not yet'}, "
+                    f"{float(s.get('wall_time_s') or 0):.0f} s on {s.get('machine', '?')}" for s in shards)
+                + f". Together: {times}. ")
+    else:
+        head = (f"Command: `{record.get('command', '')}` (budget: {record.get('budget') or 'as written'}); "
+                f"started {record.get('started', '?')}, finished {record.get('finished', 'not yet')}; "
+                f"{times} on {record.get('machine', '?')}. ")
+    return head + "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + "."
 
 
 def _claims_note(rules: dict[str, Any]) -> str:
@@ -422,16 +560,21 @@ def _claims_note(rules: dict[str, Any]) -> str:
             f"shallow = fixed k <= {rules.get('shallow_k', 2.0):g} plus every scheduled setting).")
 
 
-def build_study_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """The combined report of one study folder, written to ``out`` (default ``<study>/report``)."""
-    study = load_study_dir(root)
-    return render_study_report(study, Path(out) if out else study.root / "report")
+def build_study_report(root: str | Path | list[str | Path], out: str | Path | None = None) -> dict[str, Path]:
+    """The combined report of one study folder, written to ``out`` (default ``<study>/report``), or
+    of several shards of one study merged (:func:`load_study_dirs`; ``out`` required: no shard's
+    own report is overwritten)."""
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    if out is None and len(roots) > 1:
+        raise ConfigError("merged shards: give the report's folder (--out DIR)")
+    study = load_study_dirs(roots)
+    return render_study_report(study, Path(out) if out else study.root / REPORT_DIR)
 
 
 def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    root, record, name, grad = study.root, study.record, study.name, study.grad
+    record, name, grad = study.record, study.name, study.grad
     worlds, cmps, rules, claims = study.worlds, study.cmps, study.rules, study.claims
     files: dict[str, Path] = {}
     claims.to_csv(out / "claims.csv", index=False)
@@ -460,8 +603,8 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
                                                  xlabel="weight layer (0 = input, last = readout)"))):
             if path is not None:
                 files[key] = path
-    if grad is not None and (root / "gradients" / "gradients.png").is_file():
-        files["gradients"] = Path(shutil.copy(root / "gradients" / "gradients.png", out / "gradients.png"))
+    if grad is not None and study.grad_dir is not None and (study.grad_dir / "gradients.png").is_file():
+        files["gradients"] = Path(shutil.copy(study.grad_dir / "gradients.png", out / "gradients.png"))
 
     page = _Page(f"snnlab study {name}")
     page.p(_facts(record))
@@ -518,7 +661,7 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
 def study_labels(studies: list[StudyData]) -> list[str]:
     """Each study's name; the folder is added where two studies share a name."""
     names = [st.name for st in studies]
-    return [st.name if names.count(st.name) == 1 else f"{st.name} ({st.root})" for st in studies]
+    return [st.name if names.count(st.name) == 1 else f"{st.name} ({st.where})" for st in studies]
 
 
 def setting_order(studies: list[StudyData]) -> list[str]:
@@ -615,12 +758,13 @@ def plot_studies_relative(studies: list[StudyData], labels: list[str], order: li
     return _save(plt, fig, path)
 
 
-def build_studies_report(roots: list[str | Path], out: str | Path) -> dict[str, Path]:
+def build_studies_report(roots: list[str | Path | list[str | Path]], out: str | Path) -> dict[str, Path]:
     """Several studies side by side in ``out``: report.html (self-contained) / report.md with each
     study's claims, one combined table (one row per study and world: Δ AUC against k_ref in % and
     steps to threshold per setting), one figure with a panel per study and world
-    (relative_auc.png), each study's energy tables; claims.csv, studies.csv, summary.csv."""
-    studies = [load_study_dir(r) for r in roots]
+    (relative_auc.png), each study's energy tables; claims.csv, studies.csv, summary.csv. An item
+    of ``roots`` may be a list: the shards of one study, merged (:func:`study_groups`)."""
+    studies = [load_study_dirs([r] if isinstance(r, (str, Path)) else r) for r in roots]
     labels = study_labels(studies)
     order = setting_order(studies)
     out = Path(out)
@@ -646,7 +790,7 @@ def build_studies_report(roots: list[str | Path], out: str | Path) -> dict[str, 
     page.p("Each study's own report (every table and figure): `snnlab report STUDY_FOLDER`. "
            "Below, the studies side by side.")
     for st, label in zip(studies, labels):
-        page.p(f"{label} (`{st.root}`): " + _facts(st.record))
+        page.p(f"{label} (`{st.where}`): " + _facts(st.record))
     page.h2("The paper's claims: verdicts side by side")
     claims = list(dict.fromkeys(c for st in studies for c in st.claims["claim"]))
     verdicts = [dict(zip(st.claims["claim"], st.claims["verdict"])) for st in studies]

@@ -156,7 +156,7 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
         "sweep": spec.name, "base": sweep.base,
         "setting": tune.grid_search(spec.settings),
         "params": {k: tune.grid_search(v) for k, v in spec.params.items()},
-        "seed": tune.grid_search(spec.seeds),
+        "seed": tune.grid_search(sweep.seeds),  # a study shard's seeds only
     }
     if spec.diagnostics is not None:  # applied per trial to the seeds it names
         param_space["diagnostics"] = spec.diagnostics.model_dump()
@@ -249,4 +249,6 @@ def spec_record(sweep: Sweep) -> dict[str, Any]:
     spec["steps"] = steps_of(sweep)
     spec["step_unit"] = "training iterations" if sweep.kind == "rl" else "epochs"
     spec["source"] = sweep.source
+    if sweep.shard_seeds is not None:  # a shard of a study: the seeds this folder holds
+        spec["shard_seeds"] = list(sweep.shard_seeds)
     return spec

@@ -164,18 +164,26 @@ class Sweep:
     def __init__(self, spec: SweepSpec, base: dict[str, Any], source: str) -> None:
         self.spec, self.base, self.source = spec, base, source
         self.kind: str = base.get("kind", "supervised")
+        #: a shard of a study (``snnlab study --seeds``) runs only these of ``spec.seeds``; the
+        #: trial configs stay those of the whole sweep (same diagnostics, names, W&B group)
+        self.shard_seeds: list[int] | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds this run trains: the shard's, else the sweep's."""
+        return list(self.shard_seeds) if self.shard_seeds is not None else list(self.spec.seeds)
 
     @property
     def algorithm(self) -> str | None:
         return self.base.get("algorithm", {}).get("name", "PPO") if self.kind == "rl" else None
 
     def trials(self) -> list[dict[str, Any]]:
-        """Every trial's config, in grid order (settings x params x seeds)."""
+        """Every trial's config, in grid order (settings x params x seeds; a shard's seeds only)."""
         axes = list(self.spec.params.items())
         out = []
         for setting in self.spec.settings:
             for values in itertools.product(*[v for _, v in axes]):
-                for seed in self.spec.seeds:
+                for seed in self.seeds:
                     out.append(trial_config(self, setting, dict(zip([k for k, _ in axes], values)), seed))
         return out
 

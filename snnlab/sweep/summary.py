@@ -27,13 +27,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, first_difference
 
 SPEC_FILE = "snnlab_sweep.yaml"
 
@@ -70,38 +70,111 @@ def steps_to_threshold(steps, values, threshold: float, window: int, mode: str =
     return float(np.asarray(steps)[idx[0]]) if len(idx) else math.nan
 
 
-def read_spec(exp_dir: str | Path) -> dict[str, Any]:
-    path = Path(exp_dir) / SPEC_FILE
-    if not path.is_file():
-        raise ConfigError(f"{exp_dir}: no snnlab sweep here (missing {SPEC_FILE}); pass the folder "
-                          f"`snnlab sweep` printed as its result directory")
-    return yaml.safe_load(path.read_text())
+#: Tune's step counter: one row per step (epoch / iteration)
+STEP_KEY = "training_iteration"
+#: the slope a step trained with (the slope figure)
+SLOPE_KEY = "slope"
+#: spec keys that name where (and which seeds of) a sweep was written, not what it is
+PLACE_KEYS = ("source", "shard_seeds")
 
 
-def load_curves(exp_dir: str | Path, metric: str, expected_steps: int | None = None) -> list[TrialCurve]:
-    """Every trial's curve, read from Tune's per-trial result.json files."""
-    exp_dir = Path(exp_dir)
+def read_keys(metric: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Everything the summary, the report (curves, slopes, rates, cosines) and the energy table read
+    of a reported row: these keys, and every key that starts with one of these prefixes. (What
+    ``snnlab export`` keeps of each row; docs/sweeps.md, "Exported results".)"""
+    return (STEP_KEY, metric, SLOPE_KEY), DIAGNOSTIC_PREFIXES
+
+
+def read_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """``row`` restricted to :func:`read_keys`."""
+    keys, prefixes = read_keys(metric)
+    return {k: v for k, v in row.items() if k in keys or (isinstance(k, str) and k.startswith(prefixes))}
+
+
+def sweep_parts(exp_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """A sweep's folder, or the folders of one sweep written in parts (the same sweep section of
+    several shards of a study, ``snnlab study --seeds``), as a list."""
+    if isinstance(exp_dir, (str, Path)):
+        return [Path(exp_dir)]
+    parts = [Path(p) for p in exp_dir]
+    if not parts:
+        raise ConfigError("no sweep folder given")
+    return parts
+
+
+def read_spec(exp_dir: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """The sweep's ``snnlab_sweep.yaml``. For several parts of one sweep: they must agree in every
+    key but where they were written and which seeds they hold (:data:`PLACE_KEYS`); the result
+    is the first part's with ``shard_seeds`` the union (dropped when that is all of ``seeds``)."""
+    parts = sweep_parts(exp_dir)
+    specs = []
+    for part in parts:
+        path = part / SPEC_FILE
+        if not path.is_file():
+            raise ConfigError(f"{part}: no snnlab sweep here (missing {SPEC_FILE}); pass the folder "
+                              f"`snnlab sweep` printed as its result directory")
+        specs.append(yaml.safe_load(path.read_text()))
+    if len(specs) == 1:
+        return specs[0]
+    bare = [{k: v for k, v in sp.items() if k not in PLACE_KEYS} for sp in specs]
+    for part, sp in zip(parts[1:], bare[1:]):
+        diff = first_difference(bare[0], sp)
+        if diff is not None:
+            key, a, b = diff
+            raise ConfigError(f"sweep folders differ in {key}: {a} vs {b} ({parts[0]} vs {part})")
+    spec = dict(specs[0])
+    held = sorted({int(s) for sp in specs for s in sp.get("shard_seeds", sp["seeds"])})
+    spec.pop("shard_seeds", None)
+    if set(held) != {int(s) for s in spec["seeds"]}:
+        spec["shard_seeds"] = held
+    return spec
+
+
+def trial_dirs(exp_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Every trial folder (one with Tune's ``params.json``) of the sweep's folder(s), sorted by
+    trial name; a trial name found in two parts is an error (they would be one trial twice)."""
+    found: dict[str, Path] = {}
+    for part in sweep_parts(exp_dir):
+        for params_file in part.glob("*/params.json"):
+            name = params_file.parent.name
+            if name in found:
+                raise ConfigError(f"trial {name} is in both {found[name].parent} and {part}")
+            found[name] = params_file.parent
+    return [found[name] for name in sorted(found)]
+
+
+def read_rows(trial_dir: str | Path) -> dict[int, dict[str, Any]]:
+    """A trial's reported rows from Tune's ``result.json`` (JSON lines), one per step: a resumed
+    trial may repeat a step (the latest report is kept), a line cut by a kill is skipped, and a
+    row without a step counter is not one of the training steps."""
+    rows = []
+    result_file = Path(trial_dir) / "result.json"
+    if result_file.is_file():
+        for line in result_file.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: skip it
+                    continue
+    by_step: dict[int, dict] = {}
+    for r in rows:
+        if STEP_KEY in r:
+            by_step[int(r[STEP_KEY])] = r
+    return by_step
+
+
+def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
+                expected_steps: int | None = None) -> list[TrialCurve]:
+    """Every trial's curve, read from Tune's per-trial result.json files (of every part)."""
     curves = []
-    for params_file in sorted(exp_dir.glob("*/params.json")):
-        trial_dir = params_file.parent
-        config = json.loads(params_file.read_text())
-        rows = []
-        result_file = trial_dir / "result.json"
-        if result_file.is_file():
-            for line in result_file.read_text().splitlines():
-                line = line.strip()
-                if line:
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:  # a line cut by a kill: skip it
-                        continue
-        by_step: dict[int, dict] = {}
-        for r in rows:  # a resumed trial may repeat a step: keep the latest report
-            if "training_iteration" in r:
-                by_step[int(r["training_iteration"])] = r
+    for trial_dir in trial_dirs(exp_dir):
+        config = json.loads((trial_dir / "params.json").read_text())
+        # only what read_keys names is read (so an export, which keeps just that, reads the same)
+        by_step = {step: read_row(row, metric) for step, row in read_rows(trial_dir).items()}
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
-        slopes = np.array([_num(by_step[int(s)].get("slope")) for s in steps], dtype=float)
+        slopes = np.array([_num(by_step[int(s)].get(SLOPE_KEY)) for s in steps], dtype=float)
         keys = sorted({k for r in by_step.values() for k in r if k.startswith(DIAGNOSTIC_PREFIXES)})
         extra = {k: np.array([_num(by_step[int(s)].get(k)) for s in steps], dtype=float) for k in keys}
         error_file = trial_dir / "error.txt"  # kept by Tune even when a retry then succeeded
@@ -129,7 +202,9 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
-def summarize(exp_dir: str | Path, expected_steps: int | None = None) -> pd.DataFrame:
+def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | None = None) -> pd.DataFrame:
+    """The table per setting (x params) of a sweep's folder, or of the parts of one sweep
+    (:func:`sweep_parts`: the same numbers as one folder holding all their trials)."""
     spec = read_spec(exp_dir)
     metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
     threshold, window = spec.get("threshold"), int(spec.get("smoothing", 3))
@@ -336,7 +411,8 @@ def paired_test(diffs: list[float], n_boot: int = 10_000, seed: int = 0) -> dict
     return {"n": n, "mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "p_value": p}
 
 
-def compare_to_reference(exp_dir: str | Path, reference: str | None = None) -> pd.DataFrame:
+def compare_to_reference(exp_dir: str | Path | Sequence[str | Path],
+                         reference: str | None = None) -> pd.DataFrame:
     """Each setting against a reference setting (default: the fixed setting with the largest k),
     paired by seed, on AUC, best and final score and on steps to threshold.
 
