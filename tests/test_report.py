@@ -190,3 +190,41 @@ def test_export_of_a_sweep_is_small_and_rebuilds_its_report(tiny_sweep, tmp_path
     assert main(["export", str(src), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == before
+
+
+def test_takeoff_and_spread_by_hand(tmp_path):
+    """Take-off: env steps to the first evaluation with >= 50% of episodes flown to the end,
+    over the seeds that took off; how many ever did; the seeds' final range; a panel per setting
+    with every seed's curve."""
+    import json
+    import math
+
+    import yaml
+
+    from snnlab.report.build import load_sweep_dir, plot_seed_curves
+    from snnlab.sweep.summary import SPEC_FILE, summarize, to_markdown
+
+    spec = {"name": "fly", "metric": {"name": "score", "mode": "max"}, "steps": 3,
+            "settings": [{"label": "a"}, {"label": "b"}]}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+
+    def trial(name, setting, seed, full, scores):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps({"setting": {"label": setting}, "seed": seed, "params": {}}))
+        rows = [{"training_iteration": i + 1, "score": s, "env_runners/num_env_steps_sampled_lifetime": 1000 * (i + 1),
+                 "evaluation/env_runners/full_episode_fraction": f} for i, (f, s) in enumerate(zip(full, scores))]
+        (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    trial("a0", "a", 0, [0.0, 0.5, 0.9], [1, 5, 9])    # takes off at 2000 env steps
+    trial("a1", "a", 1, [0.0, 0.1, 0.6], [1, 2, 7])    # at 3000
+    trial("b0", "b", 0, [0.0, 0.0, 0.45], [1, 1, 2])   # never reaches 50%
+    df = summarize(tmp_path).set_index("setting")
+    assert df.loc["a", "takeoff_mean"] == 2500 and df.loc["a", "took_off"] == "2/2"
+    assert df.loc["a", "takeoff_unit"] == "env steps"
+    assert (df.loc["a", "final_min"], df.loc["a", "final_max"]) == (7, 9)
+    assert math.isnan(df.loc["b", "takeoff_mean"]) and df.loc["b", "took_off"] == "0/1"
+    md = to_markdown(summarize(tmp_path), spec)
+    assert "take-off (env steps)" in md and "| 2500 ± 707.1 | 2/2 | 7 to 9 |" in md
+    png = plot_seed_curves(load_sweep_dir(tmp_path), tmp_path / "seeds.png")
+    assert png.is_file() and png.stat().st_size > 1000

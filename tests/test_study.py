@@ -241,6 +241,7 @@ def test_supervised_claim_is_judged_as_equivalence():
 
 # --- end to end -------------------------------------------------------------------------------
 PROMISED = ["report.html", "report.md", "claims.csv", "summary.csv", "comparison.csv", "gradients.png",
+            "seeds_supervised.png", "seeds_rl.png",
             "curves.png", "bars.png", "slopes.png", "sl_vs_rl.png", "rates.png", "cosine.png"]
 
 

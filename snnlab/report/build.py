@@ -114,6 +114,35 @@ def plot_curves(sweeps: list[SweepData], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def plot_seed_curves(sd: SweepData, path: Path) -> Path | None:
+    """Every seed's curve, one panel per setting (the spread between seeds that a mean hides);
+    None without finished trials."""
+    settings = [s for s in _settings(sd) if any(c.setting == s and c.status == "OK" for c in sd.curves)]
+    if not settings:
+        return None
+    plt = _plt()
+    cols = min(4, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    thr = sd.spec.get("threshold")
+    for ax, setting in zip(axes.flat, settings):
+        for c in sorted((c for c in sd.curves if c.setting == setting and c.status == "OK"),
+                        key=lambda c: c.seed):
+            ax.plot(c.steps, c.values, lw=1.1, alpha=0.85, label=f"seed {c.seed}")
+        if thr is not None:
+            ax.axhline(thr, color="grey", ls="--", lw=0.8)
+        ax.set_title(setting, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(f"{sd.name}: {sd.spec['metric']['name']} per seed", fontsize=10)
+    for ax in axes[-1]:
+        ax.set_xlabel(sd.spec.get("step_unit", "step"))
+    return _save(plt, fig, path)
+
+
 def plot_slopes(sweeps: list[SweepData], path: Path) -> Path | None:
     scheduled = [(sd, s) for sd in sweeps for s in sd.spec["settings"] if s["slope"]["kind"] != "fixed"]
     if not scheduled:
@@ -170,7 +199,7 @@ def html_table(head: list[str], rows: list[list[str]], note: str = "") -> str:
 
 def _html_table(df: pd.DataFrame, spec: dict) -> str:
     energy = energy_cells(df)
-    return html_table(*table_cells(df, spec), note=table_note(spec)) + (
+    return html_table(*table_cells(df, spec), note=table_note(spec, df)) + (
         "" if energy is None else html_table(*energy, note=energy_note()))
 
 

@@ -64,6 +64,7 @@ from .build import (
     load_sweep_dir,
     plot_bars,
     plot_curves,
+    plot_seed_curves,
     plot_slopes,
 )
 
@@ -590,6 +591,10 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
         sds = list(worlds.values())
         files["curves"] = plot_curves(sds, out / "curves.png")
         files["bars"] = plot_bars(sds, out / "bars.png")
+        for w, sd in worlds.items():
+            path = plot_seed_curves(sd, out / f"seeds_{w}.png")
+            if path is not None:
+                files[f"seeds_{w}"] = path
         for key, path in (("slopes", plot_slopes(sds, out / "slopes.png")),
                           ("sl_vs_rl", plot_relative(worlds, cmps, out / "sl_vs_rl.png",
                                                     float(rules.get("alpha", 0.05)))),
@@ -622,7 +627,7 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
     for w, sd in worlds.items():
         page.h2(f"{WORLD_TITLE[w]}: {sd.name}")
         head, rows = table_cells(sd.table, sd.spec)
-        page.table(head, rows, note=table_note(sd.spec))
+        page.table(head, rows, note=table_note(sd.spec, sd.table))
         energy = energy_cells(sd.table)
         if energy is not None:
             page.p(f"{WORLD_TITLE[w]}: synaptic operations and energy per inference against an ANN "
@@ -640,6 +645,9 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
              "supervised next to RL.")
     page.fig(files.get("curves"), "Learning curves per setting: mean over seeds, band = ±1 std.")
     page.fig(files.get("bars"), "Steps to threshold and best score per setting (mean ± std).")
+    for w in worlds:
+        page.fig(files.get(f"seeds_{w}"), f"{WORLD_TITLE[w]}: every seed's curve, one panel per setting "
+                 "(the run-to-run spread behind the means).")
     page.fig(files.get("slopes"), "Slope k over training for scheduled settings (one line per seed).")
     if "rates" in files:
         page.h2("Why: spike rates and gradient directions")

@@ -78,11 +78,19 @@ SLOPE_KEY = "slope"
 PLACE_KEYS = ("source", "shard_seeds")
 
 
+#: the fraction of evaluation episodes flown to the end (RL: the evaluation's; behaviour cloning:
+#: the clone's flights) - take-off is the first step where it reaches TAKEOFF_FRACTION
+FULL_KEYS = ("evaluation/env_runners/full_episode_fraction", "eval_full_fraction")
+TAKEOFF_FRACTION = 0.5
+#: RL rows: env steps sampled so far (take-off is counted in env steps where a row has them)
+ENV_STEPS_KEY = "env_runners/num_env_steps_sampled_lifetime"
+
+
 def read_keys(metric: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Everything the summary, the report (curves, slopes, rates, cosines) and the energy table read
-    of a reported row: these keys, and every key that starts with one of these prefixes. (What
-    ``snnlab export`` keeps of each row; docs/sweeps.md, "Exported results".)"""
-    return (STEP_KEY, metric, SLOPE_KEY), DIAGNOSTIC_PREFIXES
+    """Everything the summary, the report (curves, slopes, rates, cosines, take-off) and the energy
+    table read of a reported row: these keys, and every key that starts with one of these
+    prefixes. (What ``snnlab export`` keeps of each row; docs/sweeps.md, "Exported results".)"""
+    return (STEP_KEY, metric, SLOPE_KEY, *FULL_KEYS, ENV_STEPS_KEY), DIAGNOSTIC_PREFIXES
 
 
 def read_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -175,7 +183,8 @@ def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
         slopes = np.array([_num(by_step[int(s)].get(SLOPE_KEY)) for s in steps], dtype=float)
-        keys = sorted({k for r in by_step.values() for k in r if k.startswith(DIAGNOSTIC_PREFIXES)})
+        keys = sorted({k for r in by_step.values() for k in r
+                       if k.startswith(DIAGNOSTIC_PREFIXES) or k in FULL_KEYS or k == ENV_STEPS_KEY})
         extra = {k: np.array([_num(by_step[int(s)].get(k)) for s in steps], dtype=float) for k in keys}
         error_file = trial_dir / "error.txt"  # kept by Tune even when a retry then succeeded
         error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
@@ -186,6 +195,20 @@ def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
             params=config.get("params", {}), status=status,
             steps=steps, values=values, slopes=slopes, error=error, extra=extra))
     return curves
+
+
+def takeoff(c: TrialCurve) -> tuple[float, float] | None:
+    """(step, env steps) of the trial's first evaluation with at least TAKEOFF_FRACTION of its
+    episodes flown to the end - (nan, nan) if it never took off; None when the trial reports no
+    such fraction (not a flying task). Env steps are nan where the rows carry none (BC: epochs)."""
+    key = next((k for k in FULL_KEYS if k in c.extra), None)
+    if key is None:
+        return None
+    hit = np.flatnonzero(np.nan_to_num(c.extra[key], nan=-1.0) >= TAKEOFF_FRACTION)
+    if not len(hit):
+        return math.nan, math.nan
+    env = c.extra.get(ENV_STEPS_KEY)
+    return float(c.steps[hit[0]]), float(env[hit[0]]) if env is not None else math.nan
 
 
 def _num(v: Any) -> float:
@@ -238,6 +261,15 @@ def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | 
                 mean_curve = np.nanmean([c.values[:n] for c in finished], axis=0)
                 row["steps_to_threshold_mean_curve"] = steps_to_threshold(
                     finished[0].steps[:n], mean_curve, threshold, window, mode)
+        if finished:
+            row["final_min"], row["final_max"] = float(np.min(final)), float(np.max(final))
+        offs = [t for t in (takeoff(c) for c in finished) if t is not None]
+        if offs:  # a flying task: when the drones first fly, and how many ever do
+            use_env = all(not math.isnan(e) for st, e in offs if not math.isnan(st))
+            when = [e if use_env else st for st, e in offs]
+            row["takeoff_mean"], row["takeoff_std"] = _mean_std(when)
+            row["takeoff_unit"] = "env steps" if use_env else spec.get("step_unit", "steps")
+            row["took_off"] = f"{sum(not math.isnan(st) for st, _ in offs)}/{len(offs)}"
         row.update(_energy_columns(spec, params, finished, shapes))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -523,6 +555,10 @@ def table_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]
     head += [f"best {metric}", f"final {metric}", f"AUC ({metric})"]
     if thr is not None:
         head += [f"steps to {thr:g}", "reached", "steps (mean curve)"]
+    flying = "took_off" in df
+    if flying:
+        unit = df["takeoff_unit"].dropna().iloc[0]
+        head += [f"take-off ({unit})", "took off", f"final {metric} range"]
     rows = []
     for _, r in df.iterrows():
         seeds = (f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
@@ -533,21 +569,29 @@ def table_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]
         if thr is not None:
             cells += [_pm(r["steps_to_threshold_mean"], r["steps_to_threshold_std"]),
                       r["reached"], _fmt(r.get("steps_to_threshold_mean_curve", math.nan))]
+        if flying:
+            cells += [_pm(r.get("takeoff_mean", math.nan), r.get("takeoff_std", math.nan)),
+                      r.get("took_off", "-"), f"{_fmt(r.get('final_min', math.nan))} to "
+                      f"{_fmt(r.get('final_max', math.nan))}"]
         rows.append([str(c) for c in cells])
     return head, rows
 
 
-def table_note(spec: dict) -> str:
+def table_note(spec: dict, df: pd.DataFrame | None = None) -> str:
     thr = spec.get("threshold")
+    flying = (f" Take-off: the first evaluation with at least {TAKEOFF_FRACTION:.0%} of its episodes "
+              "flown to the end (mean ± std over the seeds that took off); took off: seeds that ever "
+              "did; range: the seeds' lowest and highest final score."
+              if df is not None and "took_off" in df else "")
     if thr is None:
-        return "Mean ± std over seeds."
+        return "Mean ± std over seeds." + flying
     return (f"Mean ± std over seeds. Steps = {spec.get('step_unit', 'training iterations')}; "
             f"steps to threshold: first step whose trailing {spec.get('smoothing', 3)}-step moving "
-            f"average of `{spec['metric']['name']}` reaches {thr}.")
+            f"average of `{spec['metric']['name']}` reaches {thr}." + flying)
 
 
 def to_markdown(df: pd.DataFrame, spec: dict) -> str:
-    return markdown_table(*table_cells(df, spec)) + "\n" + table_note(spec) + "\n"
+    return markdown_table(*table_cells(df, spec)) + "\n" + table_note(spec, df) + "\n"
 
 
 def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
