@@ -32,7 +32,9 @@ no step after the first exploit, and a metric that trials do not report at every
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -148,26 +150,67 @@ class ClipSlope:
         return config
 
 
-class _KeepMember:
-    """An exploiting member takes its source's config (perturbed) - except its own identity
-    (``setting.member``), which names its W&B run and its row in the live table."""
+class _MemberScheduler:
+    """What snnlab adds to Tune's PBT / PB2 (as a mixin):
+
+    - an exploiting member takes its source's config (perturbed) except its own identity
+      (``setting.member``), which names its W&B run and its row in the live table;
+    - the scheduler's random choices (who copies whom, x or ÷ f, resampling: Python's ``random``;
+      PB2's acquisition and Tune's resampling: numpy's global RNG) come from its own generators,
+      seeded by ``seed``, so they do not depend on what else in the driver draws from those
+      global generators - with ``synch: true`` a population repeats."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        import numpy as np
+
+        self._own_random = (random.Random(seed).getstate(), np.random.RandomState(seed).get_state())
+        self._own_depth = 0
+
+    @contextlib.contextmanager
+    def _own_generators(self):
+        import numpy as np
+
+        self._own_depth += 1
+        if self._own_depth > 1:  # nested (exploit -> explore): already swapped in
+            try:
+                yield
+            finally:
+                self._own_depth -= 1
+            return
+        outside = (random.getstate(), np.random.get_state())
+        random.setstate(self._own_random[0])
+        np.random.set_state(self._own_random[1])
+        try:
+            yield
+        finally:
+            self._own_random = (random.getstate(), np.random.get_state())
+            random.setstate(outside[0])
+            np.random.set_state(outside[1])
+            self._own_depth -= 1
+
+    def _checkpoint_or_exploit(self, *args, **kwargs):
+        with self._own_generators():
+            return super()._checkpoint_or_exploit(*args, **kwargs)
 
     def _get_new_config(self, trial, trial_to_clone):
-        new_config, operations = super()._get_new_config(trial, trial_to_clone)
+        with self._own_generators():
+            new_config, operations = super()._get_new_config(trial, trial_to_clone)
         new_config["setting"]["member"] = trial.config["setting"]["member"]
         return new_config, operations
 
 
-def scheduler(pop: dict[str, Any], metric: str, mode: str):
-    """Tune's PopulationBasedTraining (or PB2) for one population, over ``setting.slope.k``."""
+def scheduler(pop: dict[str, Any], metric: str, mode: str, seed: int = 0):
+    """Tune's PopulationBasedTraining (or PB2) for one population, over ``setting.slope.k``; its
+    random choices drawn from generators seeded by ``seed`` (:class:`_MemberScheduler`)."""
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.schedulers.pb2 import PB2
 
-    class SlopePBT(_KeepMember, PopulationBasedTraining):
+    class SlopePBT(_MemberScheduler, PopulationBasedTraining):
         pass
 
-    class SlopePB2(_KeepMember, PB2):
+    class SlopePB2(_MemberScheduler, PB2):
         pass
 
     common = dict(time_attr="training_iteration", metric=metric, mode=mode,
@@ -180,10 +223,10 @@ def scheduler(pop: dict[str, Any], metric: str, mode: str):
             hyperparam_mutations={"setting": {"slope": {"k": tune.loguniform(pop["k_min"], pop["k_max"])}}},
             resample_probability=pop["resample_probability"], perturbation_factors=(f, 1.0 / f),
             burn_in_period=pop["burn_in"], custom_explore_fn=ClipSlope(pop["k_min"], pop["k_max"], "k"),
-            **common)
+            seed=seed, **common)
     bounds = [math.log10(pop["k_min"]), math.log10(pop["k_max"])]
     sched = SlopePB2(hyperparam_bounds={"setting": {"log10_k": bounds}},
-                custom_explore_fn=ClipSlope(pop["k_min"], pop["k_max"], "log10_k"), **common)
+                     custom_explore_fn=ClipSlope(pop["k_min"], pop["k_max"], "log10_k"), seed=seed, **common)
     # PB2 takes no burn_in_period argument; its PBT base honours the attribute
     sched._burn_in_period = pop["burn_in"]
     sched._next_perturbation_sync = max(sched._perturbation_interval, sched._burn_in_period)

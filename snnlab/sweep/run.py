@@ -25,6 +25,7 @@ import shutil
 import socket
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,9 @@ def build_population_tuner(sweep: Sweep, setting: dict, params: dict, seed: int,
         trainable_for(sweep),
         param_space=param_space,
         tune_config=TuneConfig(
-            scheduler=scheduler(pop, spec.metric.name, spec.metric.mode),
+            # PBT's random choices: seeded by the sweep's and the population's name
+            scheduler=scheduler(pop, spec.metric.name, spec.metric.mode,
+                                seed=zlib.crc32(f"{spec.name}/{population_name(setting, params, seed)}".encode())),
             max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
             trial_name_creator=lambda t: trial_name(t.config),
             trial_dirname_creator=lambda t: trial_name(t.config),
@@ -256,10 +259,7 @@ def build_population_tuner(sweep: Sweep, setting: dict, params: dict, seed: int,
 
 def _fit_population(sweep: Sweep, setting: dict, params: dict, seed: int, storage: str, wandb_mode: str,
                     verbose: int, resume: bool):
-    """Run (or, with ``resume``, continue) one population; PBT's random choices (who copies whom,
-    x or ÷, resampling) are seeded by the seed, so a population with ``synch: true`` repeats."""
-    import random
-
+    """Run (or, with ``resume``, continue) one population."""
     from ray.tune import Tuner
 
     from .trainables import trainable_for
@@ -271,12 +271,7 @@ def _fit_population(sweep: Sweep, setting: dict, params: dict, seed: int, storag
         tuner = Tuner.restore(path, trainable=trainable_for(sweep), resume_errored=True, resume_unfinished=True)
     else:
         tuner = build_population_tuner(sweep, setting, params, seed, storage, wandb_mode, verbose)
-    state = random.getstate()
-    random.seed(f"{sweep.spec.name}/{population_name(setting, params, seed)}")
-    try:
-        return tuner.fit()
-    finally:
-        random.setstate(state)
+    return tuner.fit()
 
 
 def storage_uri(storage: str) -> str:

@@ -403,7 +403,7 @@ def _seed_metrics(c: TrialCurve, mode: str) -> dict[str, float]:
     return {"best": float(best), "final": float(c.values[-1]), "auc": float(np.nanmean(c.values))}
 
 
-def equal_compute(exp_dir: str | Path) -> pd.DataFrame:
+def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """The arms of the sweep side by side with the compute each used per seed, per ``params``:
 
     - each schedule and any single fixed slope: 1 run per seed;
@@ -834,6 +834,21 @@ def has_populations(spec: dict) -> bool:
     return any(isinstance(s.get("population"), dict) for s in spec["settings"])
 
 
+def population_arms(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame | None:
+    """:func:`equal_compute` for a sweep with populations (PBT / PB2); None for any other."""
+    if not has_populations(read_spec(exp_dir)):
+        return None
+    arms = equal_compute(exp_dir)
+    return None if arms.empty else arms
+
+
+def equal_compute_markdown(arms: pd.DataFrame | None, spec: dict) -> str:
+    if arms is None:
+        return ""
+    return ("\n## Compute: schedules, populations and the fixed grid\n\n"
+            + markdown_table(*equal_compute_cells(arms, spec)) + "\n" + equal_compute_note(spec) + "\n")
+
+
 def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
     exp_dir = Path(exp_dir)
     spec = read_spec(exp_dir)
@@ -843,12 +858,10 @@ def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
     if not cmp.empty:
         md += "\n## Against the steepest fixed slope\n\n" + comparison_markdown(cmp, spec)
         cmp.to_csv(exp_dir / "comparison.csv", index=False)
-    if has_populations(spec):  # PBT / PB2 against the schedules and the grid at their compute
-        arms = equal_compute(exp_dir)
-        if not arms.empty:
-            md += ("\n## Compute: schedules, populations and the fixed grid\n\n"
-                   + markdown_table(*equal_compute_cells(arms, spec)) + "\n" + equal_compute_note(spec) + "\n")
-            arms.to_csv(exp_dir / "compute.csv", index=False)
+    arms = population_arms(exp_dir)  # PBT / PB2 against the schedules and the grid at their compute
+    md += equal_compute_markdown(arms, spec)
+    if arms is not None:
+        arms.to_csv(exp_dir / "compute.csv", index=False)
     energy = energy_cells(df)
     if energy is not None:
         md += "\n## Energy per inference\n\n" + markdown_table(*energy) + "\n" + energy_note() + "\n"
