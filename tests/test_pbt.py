@@ -344,12 +344,14 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _exploits(pop_dir: Path) -> list[tuple[int, int, int, float]]:
-    """(member, source member, step, new k) of every exploit in pbt_global.txt."""
+    """(member, source member, step, new k) of every exploit in pbt_global.txt. The record's two
+    steps are Tune's last results of the member and the source; the trial whose result completed
+    the synchronous round is still at its previous one there, so the round's step is the larger."""
     out = []
     for line in (pop_dir / "pbt_global.txt").read_text().splitlines():
-        _, _, step, _, source_config, new_config = json.loads(line)
-        out.append((new_config["setting"]["member"], source_config["setting"]["member"], int(step),
-                    new_config["setting"]["slope"]["k"]))
+        _, _, step, source_step, source_config, new_config = json.loads(line)
+        out.append((new_config["setting"]["member"], source_config["setting"]["member"],
+                    max(int(step), int(source_step)), new_config["setting"]["slope"]["k"]))
     return out
 
 
@@ -516,3 +518,14 @@ def test_pbt_checkpoints_keep_what_an_exploit_points_at(tmp_path):
     rl = sweep_from_data({"kind": "sweep", "name": "r", "base": RL_BASE, "settings": [PBT]}, Path("r.yaml"))
     cfg = population_checkpoints(rl, pop)
     assert (cfg.num_to_keep, cfg.checkpoint_frequency, cfg.checkpoint_at_end) == (4, 3, True)
+
+
+def test_pbt_shipped_sweep_loads_with_every_budget():
+    for budget in (None, "smoke"):
+        sweep = load_sweep(CONFIGS / "rl_pbt.yaml", budget=budget)
+        trials = sweep.trials()
+        assert len(trials) == 7 * 3 + 6 * 3  # 6 fixed + adaptive, and 6 members, x 3 seeds
+        for t in trials:
+            sweep.experiment(t)
+    full = load_sweep(CONFIGS / "rl_pbt.yaml")
+    assert full.base["evaluation"]["interval"] == 1 and full.settings[-1]["population"]["perturbation_interval"] == 4
