@@ -90,6 +90,14 @@ class FixedSlope(SlopeSchedule):
     def _next_k(self, score: float | None) -> float:
         return self.k_fixed
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the update counter; k stays this schedule's own. A fixed schedule's k is its
+        configuration's, so a checkpoint written at another k (a PBT member restored from its
+        source's checkpoint with a perturbed k) trains with the k it was built with from the
+        first step on, not with the checkpoint's for one period."""
+        super().load_state_dict(state)
+        self.k = self.k_fixed
+
 
 class IntervalSlope(SlopeSchedule):
     """k moves from ``k_start`` to ``k_end`` in ``stages`` equal steps, one every ``every`` updates.

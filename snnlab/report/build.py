@@ -29,7 +29,11 @@ from ..sweep.summary import (
     comparison_markdown,
     energy_cells,
     energy_note,
+    equal_compute_cells,
+    equal_compute_markdown,
+    equal_compute_note,
     load_curves,
+    population_arms,
     markdown_table,
     read_spec,
     summarize,
@@ -230,6 +234,7 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     md = ["# snnlab report", ""]
     for sd in sweeps:
         md += [f"## {sd.name}", f"`{sd.path}`", "", _md_table(sd.table, sd.spec)]
+        md += [equal_compute_markdown(population_arms(sd.parts), sd.spec)]  # "" without populations
         cmp = compare_to_reference(sd.parts)
         if not cmp.empty:
             md += ["", comparison_markdown(cmp, sd.spec)]
@@ -249,6 +254,9 @@ def build_report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
                      + (f", threshold {thr:g} (trailing {sd.spec.get('smoothing', 3)}-step mean)" if thr is not None else "")
                      + "</p>")
         parts.append(_html_table(sd.table, sd.spec))
+        arms = population_arms(sd.parts)  # PBT / PB2: the arms at the compute each used
+        if arms is not None:
+            parts.append(html_table(*equal_compute_cells(arms, sd.spec), note=equal_compute_note(sd.spec)))
     parts.append(_img(files["curves"], "Learning curves per setting: mean over seeds, band = ±1 std."))
     if slopes:
         parts.append(_img(slopes, "Slope k over training for scheduled settings (one line per seed)."))

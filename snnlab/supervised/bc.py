@@ -87,6 +87,7 @@ class BCDataModule(L.LightningDataModule):
     def __init__(self, cfg, seed: int = 0, progress: bool = True) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
+        self.shuffle_seed = seed  # the training order's; a restored PBT member continues with another
         self.dataset = limit_episodes(load_dataset(cfg, progress), cfg.limit)
         self.n_features = int(self.dataset.obs.shape[1])
         self.n_outputs = N_ACTIONS
@@ -102,7 +103,7 @@ class BCDataModule(L.LightningDataModule):
 
     def _loader(self, ds: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
         # whole batches by one fancy index each (TensorDataset takes index lists), not row by row
-        sampler = (RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle
+        sampler = (RandomSampler(ds, generator=torch.Generator().manual_seed(self.shuffle_seed)) if shuffle
                    else SequentialSampler(ds))
         return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
                           num_workers=self.cfg.num_workers)

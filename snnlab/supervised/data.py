@@ -34,6 +34,7 @@ class _SplitDataModule(L.LightningDataModule):
                  num_workers: int = 0, limit: int | None = None) -> None:
         super().__init__()
         self.seed, self.val_fraction = seed, val_fraction
+        self.shuffle_seed = seed  # the training order's; a restored PBT member continues with another
         self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
         self.train_set = self.val_set = None
 
@@ -54,7 +55,7 @@ class _SplitDataModule(L.LightningDataModule):
         self.val_set = TensorDataset(torch.from_numpy(xva), torch.from_numpy(yva))
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.shuffle_seed)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
                           generator=g, num_workers=self.num_workers)
 

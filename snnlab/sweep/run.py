@@ -7,7 +7,14 @@ Result directory: ``<storage>/<sweep name>/`` (Tune's experiment directory):
     <trial name>/            per trial: params.json, result.json, progress.csv,
                              events.out.tfevents.* (TensorBoard), checkpoint_*/,
                              wandb/offline-run-*/ (W&B offline runs)
+    <label>_seed<seed>/      a population setting (PBT / PB2): its own Tune experiment
+                             (experiment_state, pbt_global.txt, pbt_policy_*.txt) with one
+                             folder per member, <label>_seed<seed>_m<i>/
     summary.csv, summary.md  the comparison table per setting
+
+The grid (every setting of one trial per seed) is one Tune run, exactly as without
+populations; each population (setting x params x seed) is one more Tune run with Tune's
+PopulationBasedTraining or PB2 as its scheduler, after the grid, in the same Ray instance.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import shutil
 import socket
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +33,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError
-from .spec import Sweep, trial_name
+from .spec import Sweep, population_name, run_steps, trial_name
 from .storage import crash_safe_uploads, trim_to_checkpoints
 from .summary import SPEC_FILE, write_summary
 
@@ -121,11 +129,14 @@ def wandb_entry(sweep: Sweep, mode: str) -> dict[str, str] | None:
             "group": sweep.spec.name}
 
 
-def _reporter(sweep: Sweep):
+def _reporter(sweep: Sweep, population: bool = False):
     from ray.tune import CLIReporter
 
+    params = {"setting/label": "setting", "seed": "seed"}
+    if population:
+        params.update({"setting/member": "member", "setting/slope/k": "k"})
     return CLIReporter(
-        parameter_columns={"setting/label": "setting", "seed": "seed"},
+        parameter_columns=params,
         metric_columns={"training_iteration": "iter", sweep.spec.metric.name: sweep.spec.metric.name,
                         "slope": "slope", "time_total_s": "time (s)"},
         max_report_frequency=15, max_column_length=24,
@@ -136,8 +147,7 @@ def _reporter(sweep: Sweep):
 
 
 def steps_of(sweep: Sweep) -> int:
-    return int(sweep.base.get("stop", {}).get("iterations", 30)) if sweep.kind == "rl" else int(
-        sweep.base.get("trainer", {}).get("max_epochs", 20))
+    return run_steps(sweep.kind, sweep.base)
 
 
 def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
@@ -154,7 +164,7 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
         ckpt = CheckpointConfig(num_to_keep=2)
     param_space = {
         "sweep": spec.name, "base": sweep.base,
-        "setting": tune.grid_search(spec.settings),
+        "setting": tune.grid_search(sweep.grid_settings),
         "params": {k: tune.grid_search(v) for k, v in spec.params.items()},
         "seed": tune.grid_search(sweep.seeds),  # a study shard's seeds only
     }
@@ -183,6 +193,87 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
     )
 
 
+def population_checkpoints(sweep: Sweep, pop: dict[str, Any]):
+    """A population's CheckpointConfig: enough checkpoints kept that the one PBT points an
+    exploiting member at (its source's latest at the perturbation round) still exists when that
+    member restores it - with members time-multiplexed on few CPUs the source may train on first.
+
+    - ``synch: true``: the next round waits for every member, so the source writes at most its
+      ``perturbation_interval`` checkpoints in between (supervised: one per epoch, which a
+      function trainable's pause needs) or two (RL: one every ``perturbation_interval``
+      iterations, for retries, and Tune's save when PBT pauses it): keep that many + 2;
+    - ``synch: false``: no such bound, every checkpoint is kept (``num_to_keep=None``).
+    """
+    from ray.tune import CheckpointConfig
+
+    keep = None
+    if pop["synch"]:
+        keep = 4 if sweep.kind == "rl" else pop["perturbation_interval"] + 2
+    if sweep.kind == "rl":
+        return CheckpointConfig(num_to_keep=keep, checkpoint_frequency=pop["perturbation_interval"],
+                                checkpoint_at_end=True)
+    return CheckpointConfig(num_to_keep=keep)
+
+
+def build_population_tuner(sweep: Sweep, setting: dict, params: dict, seed: int, storage: str,
+                           wandb_mode: str, verbose: int):
+    """One population (a PBT / PB2 setting x params x seed) as its own Tune run in the sweep's
+    folder: ``<storage>/<sweep>/<label>[_params]_seed<seed>/``, one trial per member, Tune's
+    PopulationBasedTraining (or PB2) as the scheduler over ``setting.slope.k``."""
+    from ray import tune
+    from ray.tune import FailureConfig, RunConfig, SyncConfig, TuneConfig, Tuner
+
+    from .population import member_settings, results_logger, scheduler
+    from .trainables import trainable_for
+
+    spec, pop = sweep.spec, setting["population"]
+    param_space = {"sweep": spec.name, "base": sweep.base,
+                   "setting": tune.grid_search(member_settings(setting, seed)),
+                   "params": dict(params), "seed": seed}
+    if spec.diagnostics is not None:
+        param_space["diagnostics"] = spec.diagnostics.model_dump()
+    wandb = wandb_entry(sweep, wandb_mode)
+    if wandb is not None:
+        param_space["wandb"] = wandb
+    return Tuner(
+        trainable_for(sweep),
+        param_space=param_space,
+        tune_config=TuneConfig(
+            # PBT's random choices: seeded by the sweep's and the population's name
+            scheduler=scheduler(pop, spec.metric.name, spec.metric.mode,
+                                seed=zlib.crc32(f"{spec.name}/{population_name(setting, params, seed)}".encode())),
+            max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
+            trial_name_creator=lambda t: trial_name(t.config),
+            trial_dirname_creator=lambda t: trial_name(t.config),
+        ),
+        run_config=RunConfig(
+            name=population_name(setting, params, seed), storage_path=f"{storage.rstrip('/')}/{spec.name}",
+            stop={"training_iteration": steps_of(sweep)}, checkpoint_config=population_checkpoints(sweep, pop),
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            progress_reporter=_reporter(sweep, population=True), verbose=verbose,
+            callbacks=[results_logger()],
+            sync_config=SyncConfig(sync_artifacts=wandb is not None and "://" in storage),
+        ),
+    )
+
+
+def _fit_population(sweep: Sweep, setting: dict, params: dict, seed: int, storage: str, wandb_mode: str,
+                    verbose: int, resume: bool):
+    """Run (or, with ``resume``, continue) one population."""
+    from ray.tune import Tuner
+
+    from .trainables import trainable_for
+
+    path = f"{storage.rstrip('/')}/{sweep.spec.name}/{population_name(setting, params, seed)}"
+    if resume and Tuner.can_restore(path):
+        if "://" not in storage:  # the rows after each member's checkpoint are trained again
+            trim_to_checkpoints(path)
+        tuner = Tuner.restore(path, trainable=trainable_for(sweep), resume_errored=True, resume_unfinished=True)
+    else:
+        tuner = build_population_tuner(sweep, setting, params, seed, storage, wandb_mode, verbose)
+    return tuner.fit()
+
+
 def storage_uri(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
@@ -198,28 +289,34 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
     if resume:
         from ray.tune import Tuner
 
-        if not Tuner.can_restore(exp_dir) or (local and not (Path(exp_dir) / SPEC_FILE).exists()):
+        started_any = Tuner.can_restore(exp_dir) or any(
+            Tuner.can_restore(f"{exp_dir}/{population_name(s, p, seed)}") for s, p, seed in sweep.populations())
+        if not started_any or (local and not (Path(exp_dir) / SPEC_FILE).exists()):
             raise ConfigError(f"{exp_dir}: no sweep to resume there")
     from .. import energy  # noqa: F401 - the summary after fit() uses it: import it now, with the
     # code the sweep starts with (the workers run a snapshot; an edit mid-sweep reaches neither)
     started = connect(address, wandb_mode, storage=storage)
     t0 = time.perf_counter()
     try:
-        if resume:
+        tuner = None
+        if resume and Tuner.can_restore(exp_dir):
             from .trainables import trainable_for
 
             if local:  # the rows after each trial's checkpoint are trained (and logged) again
                 trim_to_checkpoints(exp_dir)
             tuner = Tuner.restore(exp_dir, trainable=trainable_for(sweep), resume_errored=True,
                                   resume_unfinished=True)
-        else:
+        elif sweep.grid_settings:
             tuner = build_tuner(sweep, storage, wandb_mode, verbose)
         if local:
             Path(exp_dir).mkdir(parents=True, exist_ok=True)
             (Path(exp_dir) / SPEC_FILE).write_text(yaml.safe_dump(spec_record(sweep), sort_keys=False))
         # a local sweep folder stays resumable whenever the driver is killed (storage.py)
         with crash_safe_uploads() if local else contextlib.nullcontext():
-            grid = tuner.fit()
+            grids = [tuner.fit()] if tuner is not None else []
+            for setting, params, seed in sweep.populations():  # each population: its own Tune run
+                grids.append(_fit_population(sweep, setting, params, seed, storage, wandb_mode, verbose, resume))
+        grid = [r for g in grids for r in g]
         errors = [f"{Path(r.path).name}: {_last_line(r.error)}" for r in grid if r.error is not None]
     finally:
         if started:
@@ -245,6 +342,7 @@ def _last_line(error: BaseException) -> str:
 
 def spec_record(sweep: Sweep) -> dict[str, Any]:
     spec = sweep.spec.model_dump()
+    spec["settings"] = sweep.settings  # as run (--budget smoke shortens populations' intervals)
     spec["base"] = sweep.base
     spec["steps"] = steps_of(sweep)
     spec["step_unit"] = "training iterations" if sweep.kind == "rl" else "epochs"

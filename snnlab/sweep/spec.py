@@ -12,6 +12,7 @@ grid, what to compare and how to run it::
       - {kind: fixed, k: 2}
       - {kind: interval, k_start: 1, k_end: 100, every: 2, stages: 10}
       - {label: adaptive-fast, kind: adaptive, score_low: 0, score_high: 500, window: 5}
+      - {label: pbt, kind: pbt, population: 8, k_min: 1, k_max: 100, perturbation_interval: 4}
     seeds: [0, 1, 2]
     params: {model.hidden: [[64, 64], [128, 128]]}   # optional extra axes
     metric: {name: score, mode: max}  # score = val_acc (supervised) / return (RL)
@@ -25,6 +26,9 @@ grid, what to compare and how to run it::
       every: 2                        #   every N training steps (supervised) or iterations (RL)
     budgets:                          # --budget NAME applies these overrides
       smoke: {stop.iterations: 2}
+
+A ``kind: pbt`` / ``pb2`` setting is a population of trials per seed run by Tune's
+PopulationBasedTraining / PB2 over k (keys and checks: :mod:`snnlab.sweep.population`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ from ..config import (
     validate_document,
 )
 from ..experiment import validate_experiment
+from .population import (
+    POPULATION_KINDS,
+    PopulationConfig,
+    check_populations,
+    is_population,
+    member_settings,
+    population_setting,
+    smoke_population,
+)
 
 #: Metrics each kind of trial reports at every step (what `metric.name` may be).
 METRICS = {
@@ -116,6 +129,15 @@ class SweepSpec(Strict):
         for i, raw in enumerate(v):
             raw = dict(raw)
             label = raw.pop("label", None)
+            if raw.get("kind") in POPULATION_KINDS:  # a population (PBT / PB2) over k
+                try:
+                    out.append(population_setting(raw, label))
+                except ValidationError as e:
+                    msg = format_validation_error(e, "", PopulationConfig, raw).removeprefix(": ")
+                    top = not e.errors()[0]["loc"]  # a rule across keys (k_min < k_max, ...)
+                    raise ValueError(f"settings[{i}]" + (": " + msg.removeprefix("(top level): ") if top
+                                                          else "." + msg)) from None
+                continue
             holder = {"slope": _fixed_if_no_kind(None, raw)}
             try:
                 slope = _Setting.model_validate(holder).slope.model_dump()
@@ -161,12 +183,15 @@ def setting_label(slope: dict[str, Any]) -> str:
 class Sweep:
     """A validated sweep: its spec, the resolved base experiment and where it came from."""
 
-    def __init__(self, spec: SweepSpec, base: dict[str, Any], source: str) -> None:
+    def __init__(self, spec: SweepSpec, base: dict[str, Any], source: str,
+                 settings: list[dict[str, Any]] | None = None) -> None:
         self.spec, self.base, self.source = spec, base, source
         self.kind: str = base.get("kind", "supervised")
         #: a shard of a study (``snnlab study --seeds``) runs only these of ``spec.seeds``; the
         #: trial configs stay those of the whole sweep (same diagnostics, names, W&B group)
         self.shard_seeds: list[int] | None = None
+        #: the settings as this run uses them (``--budget smoke`` shortens populations' intervals)
+        self.settings: list[dict[str, Any]] = settings if settings is not None else spec.settings
 
     @property
     def seeds(self) -> list[int]:
@@ -174,17 +199,39 @@ class Sweep:
         return list(self.shard_seeds) if self.shard_seeds is not None else list(self.spec.seeds)
 
     @property
+    def grid_settings(self) -> list[dict[str, Any]]:
+        """The settings of one trial per seed (fixed, interval, adaptive): the sweep's grid."""
+        return [s for s in self.settings if not is_population(s)]
+
+    @property
+    def population_settings(self) -> list[dict[str, Any]]:
+        """The population settings (PBT / PB2): N trials per seed, one Tune run per population."""
+        return [s for s in self.settings if is_population(s)]
+
+    def param_combinations(self) -> list[dict[str, Any]]:
+        axes = list(self.spec.params.items())
+        return [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
+
+    def populations(self) -> list[tuple[dict[str, Any], dict[str, Any], int]]:
+        """Every population this sweep runs: (setting, params, seed), in grid order."""
+        return [(s, p, seed) for s in self.population_settings for p in self.param_combinations()
+                for seed in self.seeds]
+
+    @property
     def algorithm(self) -> str | None:
         return self.base.get("algorithm", {}).get("name", "PPO") if self.kind == "rl" else None
 
     def trials(self) -> list[dict[str, Any]]:
-        """Every trial's config, in grid order (settings x params x seeds; a shard's seeds only)."""
-        axes = list(self.spec.params.items())
+        """Every trial's config, in grid order (settings x params x seeds; a shard's seeds only; a
+        population setting's members in place of its one trial)."""
         out = []
-        for setting in self.spec.settings:
-            for values in itertools.product(*[v for _, v in axes]):
+        for setting in self.settings:
+            for params in self.param_combinations():
                 for seed in self.seeds:
-                    out.append(trial_config(self, setting, dict(zip([k for k, _ in axes], values)), seed))
+                    if is_population(setting):
+                        out += [trial_config(self, m, params, seed) for m in member_settings(setting, seed)]
+                    else:
+                        out.append(trial_config(self, setting, params, seed))
         return out
 
     def experiment(self, trial: dict[str, Any]):
@@ -212,8 +259,15 @@ def experiment_from_trial(trial: dict[str, Any]):
 
 
 def trial_name(trial: dict[str, Any]) -> str:
+    """``<label>[_<param>=<value>...]_seed<seed>``; a population member adds ``_m<i>``."""
     extra = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in trial.get("params", {}).items())
-    return f"{trial['setting']['label']}{extra}_seed{trial['seed']}"
+    member = trial["setting"].get("member")
+    return f"{trial['setting']['label']}{extra}_seed{trial['seed']}" + ("" if member is None else f"_m{member}")
+
+
+def population_name(setting: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+    """The folder (and Tune experiment) of one population: its members' name without ``_m<i>``."""
+    return trial_name({"setting": {"label": setting["label"]}, "params": params, "seed": seed})
 
 
 def _short(v: Any) -> str:
@@ -258,14 +312,31 @@ def sweep_from_data(data: dict[str, Any], path: Path, budget: str | None = None,
         raise ConfigError(f"{path}: metric.name: {spec.metric.name!r} is not reported by {kind} trials; "
                           f"allowed: {', '.join(METRICS[kind])}")
     if spec.budgets:  # the file as written first (its errors are no budget's), then each budget
-        _resolved_base(spec, raw, base_src, path, None, [])
+        _run_settings(spec, _resolved_base(spec, raw, base_src, path, None, []), kind, path, None)
     for name in spec.budgets:  # each as the file defines it (this run's overrides follow below)
         try:
-            _resolved_base(spec, raw, base_src, path, name, [])
+            _run_settings(spec, _resolved_base(spec, raw, base_src, path, name, []), kind, path, name)
         except ConfigError as e:
             raise ConfigError(f"{path}: budgets.{name}: {str(e).removeprefix(f'{path}: ')}") from None
     base = _resolved_base(spec, raw, base_src, path, budget, list(overrides or []))
-    return Sweep(spec, base, str(path))
+    return Sweep(spec, base, str(path), _run_settings(spec, base, kind, path, budget))
+
+
+def run_steps(kind: str, base: dict[str, Any]) -> int:
+    """Steps every trial runs: ``stop.iterations`` (RL) or ``trainer.max_epochs`` (supervised)."""
+    return int(base.get("stop", {}).get("iterations", 30)) if kind == "rl" else int(
+        base.get("trainer", {}).get("max_epochs", 20))
+
+
+def _run_settings(spec: SweepSpec, base: dict[str, Any], kind: str, path: Path,
+                  budget: str | None) -> list[dict[str, Any]]:
+    """The settings a run at ``budget`` uses, its populations checked against the resolved base:
+    the built-in smoke budget exploits after the first step (:func:`smoke_population`)."""
+    settings = spec.settings
+    if budget == "smoke" and "smoke" not in spec.budgets:
+        settings = [smoke_population(s) for s in settings]
+    check_populations(settings, kind, base, spec.metric.name, run_steps(kind, base), str(path))
+    return settings
 
 
 def _resolved_base(spec: SweepSpec, raw: dict[str, Any], base_src: str, path: Path, budget: str | None,

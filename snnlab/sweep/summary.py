@@ -18,6 +18,18 @@ Per setting: how many seeds finished, mean +- std (sample std, ddof=1) of
 each metric over seeds, how many seeds reached the threshold (the steps
 statistic is over those), and the steps to threshold of the seed-averaged
 curve (the paper's exact variant).
+
+A population setting (PBT / PB2: N member trials per seed) has two rows: ``<label>`` is the
+population's best member per seed (the member with the best final value, as one would deploy
+it) and ``<label> (member mean)`` the step-wise mean of its members' curves per seed.
+
+Compute, for a fair reading: every row says how many trials a seed cost (``runs_per_seed``:
+1, or N for a population) and the steps those trials trained in all (``steps_per_seed``:
+every reported epoch / iteration of every trial, an exploit's copied history not counted
+twice), with RL's sampled env steps (``env_steps_per_seed``) and the trials' seconds
+(``trial_s_per_seed``). :func:`equal_compute` sets the arms side by side: each schedule (one
+run), each population (N runs) and the fixed grid (as many runs as fixed settings: its best
+k chosen by mean final score, and its best run per seed).
 """
 
 from __future__ import annotations
@@ -51,6 +63,11 @@ class TrialCurve:
     error: str | None = None
     #: diagnostics per step (NaN where a step did not log it): spike rates, gradient stats
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: a population member's index (PBT / PB2), else None
+    member: int | None = None
+    #: what the trial trained: ``steps`` (reported epochs / iterations, each report counted once,
+    #: also repeated ones after a restore), ``env_steps`` (RL: sampled env steps), ``time_s``
+    compute: dict[str, float] = field(default_factory=dict)
 
 
 #: result keys kept as per-step diagnostics (RL, supervised validation, gradient probes)
@@ -84,19 +101,42 @@ FULL_KEYS = ("evaluation/env_runners/full_episode_fraction", "eval_full_fraction
 TAKEOFF_FRACTION = 0.5
 #: RL rows: env steps sampled so far (take-off is counted in env steps where a row has them)
 ENV_STEPS_KEY = "env_runners/num_env_steps_sampled_lifetime"
+#: the compute a step cost (the accounting of populations and every other setting): its
+#: training seconds, and RL's env steps sampled in that iteration (all EnvRunners)
+TIME_KEY = "time_this_iter_s"
+ITERATION_ENV_STEPS_KEY = "env_runners/num_env_steps_sampled"
 
 
 def read_keys(metric: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Everything the summary, the report (curves, slopes, rates, cosines, take-off) and the energy
-    table read of a reported row: these keys, and every key that starts with one of these
-    prefixes. (What ``snnlab export`` keeps of each row; docs/sweeps.md, "Exported results".)"""
-    return (STEP_KEY, metric, SLOPE_KEY, *FULL_KEYS, ENV_STEPS_KEY), DIAGNOSTIC_PREFIXES
+    """Everything the summary, the report (curves, slopes, rates, cosines, take-off, compute) and
+    the energy table read of a reported row: these keys, and every key that starts with one of
+    these prefixes. (What ``snnlab export`` keeps of each row; docs/sweeps.md, "Exported results".)"""
+    return ((STEP_KEY, metric, SLOPE_KEY, *FULL_KEYS, ENV_STEPS_KEY, TIME_KEY, ITERATION_ENV_STEPS_KEY),
+            DIAGNOSTIC_PREFIXES)
+
+
+def flat_row(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A reported row with its nested results as ``a/b/c`` keys: Tune's result.json keeps RLlib's
+    results nested (``{"env_runners": {"num_env_steps_sampled": ...}}``); the keys above name
+    them flattened, as Tune's CSV, TensorBoard and the W&B runs do. (RLlib's ``config`` is left
+    out: never read.)"""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if not isinstance(k, str):
+            continue
+        if isinstance(v, dict):
+            if not prefix and k == "config":
+                continue
+            out.update(flat_row(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def read_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
-    """``row`` restricted to :func:`read_keys`."""
+    """``row`` (flattened, :func:`flat_row`) restricted to :func:`read_keys`."""
     keys, prefixes = read_keys(metric)
-    return {k: v for k, v in row.items() if k in keys or (isinstance(k, str) and k.startswith(prefixes))}
+    return {k: v for k, v in flat_row(row).items() if k in keys or k.startswith(prefixes)}
 
 
 def sweep_parts(exp_dir: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -139,11 +179,12 @@ def read_spec(exp_dir: str | Path | Sequence[str | Path]) -> dict[str, Any]:
 
 
 def trial_dirs(exp_dir: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Every trial folder (one with Tune's ``params.json``) of the sweep's folder(s), sorted by
-    trial name; a trial name found in two parts is an error (they would be one trial twice)."""
+    """Every trial folder (one with Tune's ``params.json``) of the sweep's folder(s) - grid trials
+    and population members (``<population>/<member>/``) - sorted by trial name; a trial name
+    found in two parts is an error (they would be one trial twice)."""
     found: dict[str, Path] = {}
     for part in sweep_parts(exp_dir):
-        for params_file in part.glob("*/params.json"):
+        for params_file in [*part.glob("*/params.json"), *part.glob("*/*/params.json")]:
             name = params_file.parent.name
             if name in found:
                 raise ConfigError(f"trial {name} is in both {found[name].parent} and {part}")
@@ -176,10 +217,16 @@ def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
                 expected_steps: int | None = None) -> list[TrialCurve]:
     """Every trial's curve, read from Tune's per-trial result.json files (of every part)."""
     curves = []
+    # grid trials and population members (one level down: <population>/<member>/), of every part
     for trial_dir in trial_dirs(exp_dir):
         config = json.loads((trial_dir / "params.json").read_text())
         # only what read_keys names is read (so an export, which keeps just that, reads the same)
         by_step = {step: read_row(row, metric) for step, row in read_rows(trial_dir).items()}
+        compute = {"steps": float(len(by_step)),
+                   "time_s": float(np.nansum([_num(r.get(TIME_KEY)) for r in by_step.values()] or [0.0]))}
+        env = [_num(r.get(ITERATION_ENV_STEPS_KEY)) for r in by_step.values()]
+        if any(math.isfinite(x) for x in env):
+            compute["env_steps"] = float(np.nansum(env))
         steps = np.array(sorted(by_step), dtype=float)
         values = np.array([_num(by_step[int(s)].get(metric)) for s in steps], dtype=float)
         slopes = np.array([_num(by_step[int(s)].get(SLOPE_KEY)) for s in steps], dtype=float)
@@ -190,10 +237,12 @@ def load_curves(exp_dir: str | Path | Sequence[str | Path], metric: str,
         error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
         complete = expected_steps is None or (len(steps) > 0 and steps[-1] >= expected_steps)
         status = "OK" if complete and len(steps) else ("ERROR" if error else "INCOMPLETE")
+        member = config["setting"].get("member")
         curves.append(TrialCurve(
             name=trial_dir.name, setting=config["setting"]["label"], seed=int(config["seed"]),
             params=config.get("params", {}), status=status,
-            steps=steps, values=values, slopes=slopes, error=error, extra=extra))
+            steps=steps, values=values, slopes=slopes, error=error, extra=extra,
+            member=None if member is None else int(member), compute=compute))
     return curves
 
 
@@ -225,6 +274,54 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
+MEMBER_MEAN = " (member mean)"  # the row of a population's member-mean curves: "<label> (member mean)"
+
+
+def _final_key(mode: str):
+    """Sort key that puts the best final value last (NaN first)."""
+    def key(c: TrialCurve) -> float:
+        v = float(c.values[-1]) if len(c.values) else math.nan
+        return -math.inf if math.isnan(v) else (v if mode == "max" else -v)
+    return key
+
+
+def _per_seed_compute(cs: list[TrialCurve]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for c in cs:
+        for k, v in c.compute.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def population_views(curves: list[TrialCurve], mode: str) -> tuple[list[TrialCurve], list[TrialCurve],
+                                                                       dict[tuple, dict]]:
+    """Population members -> per population (setting, params, seed) its best member (best final
+    value among its members; status OK only when every member finished) and its member-mean
+    curve (setting ``<label> (member mean)``); also the compute of each population (the sum over
+    its members), keyed by (setting, params, seed). Grid trials pass through unchanged."""
+    grid = [c for c in curves if c.member is None]
+    pops: dict[tuple, list[TrialCurve]] = {}
+    for c in curves:
+        if c.member is not None:
+            pops.setdefault((c.setting, json.dumps(c.params, sort_keys=True), c.seed), []).append(c)
+    best, means, compute = [], [], {}
+    for key, members in sorted(pops.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        status = ("OK" if all(m.status == "OK" for m in members) else
+                  "ERROR" if any(m.status == "ERROR" for m in members) else "INCOMPLETE")
+        top = max(members, key=_final_key(mode))
+        best.append(copy.copy(top))
+        best[-1].status = status
+        n = min(len(m.values) for m in members)
+        means.append(TrialCurve(
+            name=f"{key[0]}_seed{key[2]}{MEMBER_MEAN}", setting=key[0] + MEMBER_MEAN, seed=key[2],
+            params=members[0].params, status=status if n else "INCOMPLETE", steps=members[0].steps[:n],
+            values=np.nanmean([m.values[:n] for m in members], axis=0) if n else np.array([]),
+            slopes=np.exp(np.nanmean([np.log(m.slopes[:n]) for m in members], axis=0)) if n else np.array([]),
+            extra={}, member=-1, compute=_per_seed_compute(members)))
+        compute[key] = {**_per_seed_compute(members), "runs": float(len(members))}
+    return grid + best, means, compute
+
+
 def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | None = None) -> pd.DataFrame:
     """The table per setting (x params) of a sweep's folder, or of the parts of one sweep
     (:func:`sweep_parts`: the same numbers as one folder holding all their trials)."""
@@ -232,15 +329,19 @@ def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | 
     metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
     threshold, window = spec.get("threshold"), int(spec.get("smoothing", 3))
     expected_steps = expected_steps or spec.get("steps")
-    curves = load_curves(exp_dir, metric, expected_steps)
+    curves, means, pop_compute = population_views(load_curves(exp_dir, metric, expected_steps), mode)
     order = [s["label"] for s in spec["settings"]]
     rows = []
     shapes: dict[str, Any] = {}  # params -> the network's NetShape (or None)
     groups: dict[tuple, list[TrialCurve]] = {}
-    for c in curves:
+    for c in curves + means:
         groups.setdefault((c.setting, json.dumps(c.params, sort_keys=True)), []).append(c)
-    for (setting, params), cs in sorted(groups.items(), key=lambda kv: (
-            order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1])):
+
+    def position(setting: str) -> float:
+        label = setting.removesuffix(MEMBER_MEAN)
+        return (order.index(label) if label in order else len(order)) + (0.5 if setting != label else 0.0)
+
+    for (setting, params), cs in sorted(groups.items(), key=lambda kv: (position(kv[0][0]), kv[0][1])):
         finished = [c for c in cs if c.status == "OK"]
         best = [float(np.nanmax(c.values) if mode == "max" else np.nanmin(c.values)) for c in finished]
         final = [float(c.values[-1]) for c in finished]
@@ -252,6 +353,9 @@ def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | 
                     "seeds_unfinished": sum(c.status == "INCOMPLETE" for c in cs)})
         for name, xs in (("best", best), ("final", final), ("auc", auc)):
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(xs)
+        label = setting.removesuffix(MEMBER_MEAN)
+        per_seed = [pop_compute.get((label, params, c.seed)) or {**c.compute, "runs": 1.0} for c in cs]
+        row.update(_compute_columns(per_seed))
         if threshold is not None:
             stt = [steps_to_threshold(c.steps, c.values, threshold, window, mode) for c in finished]
             row["steps_to_threshold_mean"], row["steps_to_threshold_std"] = _mean_std(stt)
@@ -270,9 +374,133 @@ def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | 
             row["takeoff_mean"], row["takeoff_std"] = _mean_std(when)
             row["takeoff_unit"] = "env steps" if use_env else spec.get("step_unit", "steps")
             row["took_off"] = f"{sum(not math.isnan(st) for st, _ in offs)}/{len(offs)}"
-        row.update(_energy_columns(spec, params, finished, shapes))
+        if not setting.endswith(MEMBER_MEAN):  # a mean curve has no spike rates of its own
+            row.update(_energy_columns(spec, params, finished, shapes))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _compute_columns(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """``runs_per_seed``, ``steps_per_seed`` (, ``env_steps_per_seed``), ``trial_s_per_seed``: the
+    mean over seeds of what each seed's trials trained in all, and the totals over seeds."""
+    out = {"runs_per_seed": _mean_or_nan([c.get("runs", 1.0) for c in per_seed]),
+           "steps_per_seed": _mean_or_nan([c.get("steps", math.nan) for c in per_seed]),
+           "steps_total": float(np.nansum([c.get("steps", math.nan) for c in per_seed]))}
+    if any("env_steps" in c for c in per_seed):
+        out["env_steps_per_seed"] = _mean_or_nan([c.get("env_steps", math.nan) for c in per_seed])
+        out["env_steps_total"] = float(np.nansum([c.get("env_steps", math.nan) for c in per_seed]))
+    out["trial_s_per_seed"] = _mean_or_nan([c.get("time_s", math.nan) for c in per_seed])
+    return out
+
+
+def _mean_or_nan(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def _seed_metrics(c: TrialCurve, mode: str) -> dict[str, float]:
+    best = np.nanmax(c.values) if mode == "max" else np.nanmin(c.values)
+    return {"best": float(best), "final": float(c.values[-1]), "auc": float(np.nanmean(c.values))}
+
+
+def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """The arms of the sweep side by side with the compute each used per seed, per ``params``:
+
+    - each schedule and any single fixed slope: 1 run per seed;
+    - each population: ``<label>: best member`` and ``<label>: member mean``, N runs per seed;
+    - with two or more fixed slopes, the grid as one arm of as many runs as fixed settings:
+      ``fixed grid: best k by mean final (<label>)`` (the fixed setting with the best mean
+      final score over seeds) and ``fixed grid: best run per seed`` (each seed's best fixed
+      trial by final score - the grid's counterpart of a population's best member).
+
+    Metrics are mean ± std over seeds of each seed's best, final and AUC; compute is the mean
+    over seeds of the steps (env steps, trial seconds) of all the arm's trials of a seed."""
+    spec = read_spec(exp_dir)
+    metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
+    curves = [c for c in load_curves(exp_dir, metric, spec.get("steps"))]
+    grid_best, means, pop_compute = population_views(curves, mode)
+    kinds = {s["label"]: s.get("slope", {}).get("kind") for s in spec["settings"]}
+    pops = {s["label"] for s in spec["settings"] if isinstance(s.get("population"), dict)}
+    fixed = [s["label"] for s in spec["settings"] if kinds.get(s["label"]) == "fixed"]
+    rows = []
+    for params in sorted({json.dumps(c.params, sort_keys=True) for c in curves}):
+        mine = [c for c in grid_best + means if json.dumps(c.params, sort_keys=True) == params]
+
+        def arm(name: str, per_seed: dict[int, tuple[TrialCurve, dict]], runs: float) -> None:
+            ok = {s: v for s, v in per_seed.items() if v[0].status == "OK" and len(v[0].values)}
+            if not ok:
+                return
+            row: dict[str, Any] = {"arm": name}
+            if params != "{}":
+                row["params"] = params
+            row["seeds"] = len(ok)
+            row["runs_per_seed"] = runs
+            comp = [v[1] for v in ok.values()]
+            for key, col in (("steps", "steps_per_seed"), ("env_steps", "env_steps_per_seed"),
+                             ("time_s", "trial_s_per_seed")):
+                if any(key in c for c in comp):
+                    row[col] = _mean_or_nan([c.get(key, math.nan) for c in comp])
+            ms = [_seed_metrics(v[0], mode) for v in ok.values()]
+            for key in ("best", "final", "auc"):
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in ms])
+            rows.append(row)
+
+        def by_seed(setting: str) -> dict[int, TrialCurve]:
+            return {c.seed: c for c in mine if c.setting == setting}
+
+        for s in spec["settings"]:
+            label = s["label"]
+            if label in pops:
+                for c_label, name in ((label, f"{label}: best member"), (label + MEMBER_MEAN, f"{label}: member mean")):
+                    seeds = by_seed(c_label)
+                    comp = {seed: pop_compute.get((label, params, seed), {}) for seed in seeds}
+                    arm(name, {seed: (c, comp[seed]) for seed, c in seeds.items()},
+                        _mean_or_nan([v.get("runs", math.nan) for v in comp.values()]))
+            elif label not in fixed or len(fixed) == 1:
+                arm(label, {seed: (c, c.compute) for seed, c in by_seed(label).items()}, 1.0)
+        if len(fixed) >= 2:
+            grid = {label: by_seed(label) for label in fixed}
+            seeds = sorted(set.intersection(*[set(g) for g in grid.values()]))
+            seeds = [seed for seed in seeds if all(grid[lb][seed].status == "OK" for lb in fixed)]
+            if seeds:
+                compute = {seed: _per_seed_compute([grid[lb][seed] for lb in fixed]) for seed in seeds}
+                sign = 1.0 if mode == "max" else -1.0
+                means_final = {lb: np.mean([grid[lb][seed].values[-1] for seed in seeds]) for lb in fixed}
+                chosen = max(fixed, key=lambda lb: sign * means_final[lb])
+                arm(f"fixed grid: best k by mean final ({chosen})",
+                    {seed: (grid[chosen][seed], compute[seed]) for seed in seeds}, float(len(fixed)))
+                arm("fixed grid: best run per seed",
+                    {seed: (max((grid[lb][seed] for lb in fixed), key=_final_key(mode)), compute[seed])
+                     for seed in seeds}, float(len(fixed)))
+    return pd.DataFrame(rows)
+
+
+def equal_compute_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]]]:
+    metric = spec["metric"]["name"]
+    unit = spec.get("step_unit", "steps")
+    head = ["arm"] + (["params"] if "params" in df else []) + ["seeds", "runs per seed", f"{unit} per seed"]
+    head += ["env steps per seed"] if "env_steps_per_seed" in df else []
+    head += ["trial-s per seed", f"best {metric}", f"final {metric}", f"AUC ({metric})"]
+    rows = []
+    for _, r in df.iterrows():
+        cells = [r["arm"]] + ([r["params"]] if "params" in df else [])
+        cells += [int(r["seeds"]), _fmt(float(r["runs_per_seed"])), _fmt(r.get("steps_per_seed", math.nan))]
+        if "env_steps_per_seed" in df:
+            cells.append(_fmt(r.get("env_steps_per_seed", math.nan)))
+        cells.append(_fmt(r.get("trial_s_per_seed", math.nan)))
+        cells += [_pm(r[f"{k}_mean"], r[f"{k}_std"]) for k in ("best", "final", "auc")]
+        rows.append([str(c) for c in cells])
+    return head, rows
+
+
+def equal_compute_note(spec: dict) -> str:
+    return ("Each arm with the compute it used per seed (mean over seeds): runs = trials, "
+            f"{spec.get('step_unit', 'steps')} = every step those trials reported (a population member that "
+            "copies another's checkpoint does not re-count the copied history), env steps = sampled env steps "
+            "(RL), trial-s = the trials' training seconds. A population of N members costs N runs; the "
+            "fixed grid costs one run per fixed setting, its best k chosen after seeing every seed's "
+            "result (an optimistic choice) and its best run per seed the counterpart of a population's "
+            "best member. Metrics: mean ± std over seeds.")
 
 
 def rates_from_last(last: dict[str, float]) -> list[float] | None:
@@ -454,7 +682,8 @@ def compare_to_reference(exp_dir: str | Path | Sequence[str | Path],
     spec = read_spec(exp_dir)
     metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
     threshold, window, steps = spec.get("threshold"), int(spec.get("smoothing", 3)), spec.get("steps")
-    curves = [c for c in load_curves(exp_dir, metric, steps) if c.status == "OK"]
+    # a population (PBT / PB2) enters as its best member per seed
+    curves = [c for c in population_views(load_curves(exp_dir, metric, steps), mode)[0] if c.status == "OK"]
     if reference is None:
         fixed = [s for s in spec["settings"] if s["slope"]["kind"] == "fixed"]
         if not fixed:
@@ -551,7 +780,9 @@ def table_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]
     """The comparison table as a header and rows of formatted cells ("mean ± std")."""
     metric = spec["metric"]["name"]
     thr = spec.get("threshold")
-    head = ["setting"] + (["params"] if "params" in df else []) + ["seeds"]
+    runs = "runs_per_seed" in df and bool((df["runs_per_seed"].fillna(1) > 1).any())  # with populations
+    populations = {s["label"] for s in spec.get("settings", []) if isinstance(s.get("population"), dict)}
+    head = ["setting"] + (["params"] if "params" in df else []) + ["seeds"] + (["runs/seed"] if runs else [])
     head += [f"best {metric}", f"final {metric}", f"AUC ({metric})"]
     if thr is not None:
         head += [f"steps to {thr:g}", "reached", "steps (mean curve)"]
@@ -563,7 +794,9 @@ def table_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[list[str]
     for _, r in df.iterrows():
         seeds = (f"{r['seeds_finished']}" + (f" (+{r['seeds_failed']} failed)" if r["seeds_failed"] else "")
                  + (f" (+{r['seeds_unfinished']} unfinished)" if r["seeds_unfinished"] else ""))
-        cells = [r["setting"]] + ([r["params"]] if "params" in df else []) + [seeds]
+        shown = f"{r['setting']} (best member)" if r["setting"] in populations else r["setting"]
+        cells = [shown] + ([r["params"]] if "params" in df else []) + [seeds]
+        cells += [_fmt(float(r["runs_per_seed"]))] if runs else []
         for m in ("best", "final", "auc"):
             cells.append(_pm(r[m + "_mean"], r[m + "_std"]))
         if thr is not None:
@@ -583,15 +816,37 @@ def table_note(spec: dict, df: pd.DataFrame | None = None) -> str:
               "flown to the end (mean ± std over the seeds that took off); took off: seeds that ever "
               "did; range: the seeds' lowest and highest final score."
               if df is not None and "took_off" in df else "")
+    pops = ("" if not has_populations(spec) else
+            " A population (PBT / PB2) costs runs/seed trials per seed: `<label> (best member)` is each "
+            "seed's member with the best final score, `<label> (member mean)` the mean of its members' curves.")
     if thr is None:
-        return "Mean ± std over seeds." + flying
+        return "Mean ± std over seeds." + flying + pops
     return (f"Mean ± std over seeds. Steps = {spec.get('step_unit', 'training iterations')}; "
             f"steps to threshold: first step whose trailing {spec.get('smoothing', 3)}-step moving "
-            f"average of `{spec['metric']['name']}` reaches {thr}." + flying)
+            f"average of `{spec['metric']['name']}` reaches {thr}." + flying + pops)
 
 
 def to_markdown(df: pd.DataFrame, spec: dict) -> str:
     return markdown_table(*table_cells(df, spec)) + "\n" + table_note(spec, df) + "\n"
+
+
+def has_populations(spec: dict) -> bool:
+    return any(isinstance(s.get("population"), dict) for s in spec["settings"])
+
+
+def population_arms(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame | None:
+    """:func:`equal_compute` for a sweep with populations (PBT / PB2); None for any other."""
+    if not has_populations(read_spec(exp_dir)):
+        return None
+    arms = equal_compute(exp_dir)
+    return None if arms.empty else arms
+
+
+def equal_compute_markdown(arms: pd.DataFrame | None, spec: dict) -> str:
+    if arms is None:
+        return ""
+    return ("\n## Compute: schedules, populations and the fixed grid\n\n"
+            + markdown_table(*equal_compute_cells(arms, spec)) + "\n" + equal_compute_note(spec) + "\n")
 
 
 def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
@@ -603,6 +858,10 @@ def write_summary(exp_dir: str | Path) -> tuple[pd.DataFrame, str]:
     if not cmp.empty:
         md += "\n## Against the steepest fixed slope\n\n" + comparison_markdown(cmp, spec)
         cmp.to_csv(exp_dir / "comparison.csv", index=False)
+    arms = population_arms(exp_dir)  # PBT / PB2 against the schedules and the grid at their compute
+    md += equal_compute_markdown(arms, spec)
+    if arms is not None:
+        arms.to_csv(exp_dir / "compute.csv", index=False)
     energy = energy_cells(df)
     if energy is not None:
         md += "\n## Energy per inference\n\n" + markdown_table(*energy) + "\n" + energy_note() + "\n"

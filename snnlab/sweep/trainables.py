@@ -55,6 +55,13 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             local = Path(tempfile.mkdtemp()) / "checkpoint.ckpt"
             local.write_bytes((Path(d) / "checkpoint.ckpt").read_bytes())
             ckpt_path = str(local)
+        if config["setting"].get("population"):
+            # a PBT member is restored at every pause and exploit: a new training order from
+            # (seed, restored epoch), not the seed's first order again after every restore
+            import torch
+
+            epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"])
+            dm.shuffle_seed = (cfg.seed + 100_003 * (epoch + 1)) % 2**31
     trainer = build_trainer(cfg, slope_cb, [TuneReport()], logger=False, progress=False, checkpointing=False,
                             root_dir=tempfile.mkdtemp(prefix="snnlab-trial-"))
     exit_code = 1
@@ -82,7 +89,11 @@ def wandb_spec(config: dict[str, Any], trial_id: str | None) -> dict[str, Any] |
     slope = config["setting"]["slope"]
     tags = [f"sweep:{config.get('sweep', '?')}", f"setting:{config['setting']['label']}",
             f"kind:{slope['kind']}", f"seed:{config['seed']}"]
-    if slope["kind"] == "fixed":
+    pop = config["setting"].get("population")
+    if pop:  # a population member: its k changes when it exploits another member
+        tags[2] = f"kind:{pop['kind']}"
+        tags.append(f"member:{config['setting']['member']}")
+    elif slope["kind"] == "fixed":
         tags.append(f"k:{slope['k']:g}")
     return {**base, "name": trial_name(config), "tags": tags, "id": trial_id}
 
@@ -112,6 +123,10 @@ def _function_storage():
 # --- RL: RLlib Algorithms that accept a trial config ---------------------------------------
 def is_trial_config(config: Any) -> bool:
     return isinstance(config, dict) and "base" in config and isinstance(config.get("setting"), dict)
+
+
+#: the replay buffer's entry in a population member's ``Algorithm.get_state()``
+REPLAY_STATE_KEY = "snnlab_replay_buffer"
 
 
 def algorithm_config(config: dict[str, Any]):
@@ -176,6 +191,58 @@ class _FromTrialConfig:
             super().cleanup()
         finally:
             self._finish_wandb(0)
+
+    # --- population members: checkpoints that are complete copies ---------------------------
+    def _population_member(self) -> bool:
+        config = getattr(self, "_trial_config", None)
+        return config is not None and bool(config["setting"].get("population"))
+
+    def get_state(self, components=None, **kwargs):
+        """RLlib's state (+ the slope schedule's, SpikingStateMixin); a population member's also
+        holds its replay buffer (TD3, SAC): PBT pauses members and copies one member's
+        checkpoint into another, and each time the member's Algorithm is rebuilt from the
+        checkpoint, so a buffer outside it would come back empty (grid trials are unchanged)."""
+        state = super().get_state(components, **kwargs)
+        buffer = getattr(self, "local_replay_buffer", None)
+        if components is None and buffer is not None and self._population_member():
+            state[REPLAY_STATE_KEY] = buffer.get_state()
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        buffer = getattr(self, "local_replay_buffer", None)
+        if REPLAY_STATE_KEY in state and buffer is not None:
+            buffer.set_state(state[REPLAY_STATE_KEY])
+
+    def load_checkpoint(self, checkpoint_dir):
+        super().load_checkpoint(checkpoint_dir)  # the slope: the (perturbed) config's, pushed everywhere
+        if self._population_member():
+            self._fresh_streams()
+
+    def _fresh_streams(self) -> None:
+        """A population member is restored at every PBT pause and exploit, each time into an
+        Algorithm whose EnvRunners were just built and seeded with the trial's seed: without this
+        its envs and samplers would replay the same random streams after every restore (every
+        member the same episode starts each interval). Re-seed every EnvRunner and this process
+        from (seed, restored iteration): still reproducible, no longer repeated."""
+        from ray.rllib.utils.debug import update_global_seed_if_necessary
+
+        from ..rl.sync import env_runner_groups
+
+        if self.config.seed is None:
+            return
+        base = (int(self.config.seed) + 100_003 * int(self.iteration)) % 2**31
+        framework = self.config.framework_str
+
+        def reseed(er):
+            er._seed = base + int(er.worker_index or 0) + int(1e6 * er.config.in_evaluation)
+            update_global_seed_if_necessary(framework=framework, seed=er._seed)
+            er._needs_initial_reset = True  # the next sample resets its envs with the new seed
+            return er._seed
+
+        for group in env_runner_groups(self):
+            group.foreach_env_runner(reseed, local_env_runner=True)
+        update_global_seed_if_necessary(framework=framework, seed=base)
 
     def _finish_wandb(self, exit_code: int) -> None:
         run, self._wandb_run = getattr(self, "_wandb_run", None), None
