@@ -8,7 +8,9 @@ behaviour-cloning step of ``configs/sl_bc_quadrotor.yaml`` at batch 1024, one PP
 step of ``configs/rl_cartpole.yaml`` (minibatch 128) - it prints:
 
 - FLOPs: matrix products counted by torch's own ``torch.utils.flop_counter.FlopCounterMode``
-  (forward and backward, dense: a spike train counts as a dense matrix), plus the element-wise
+  (forward and backward, dense: a spike train counts as a dense matrix; a sparse spike matmul,
+  ``model.spike_matmul: sparse``, is counted by hand as the dense product it replaces, so the
+  FLOPs and the floor are those of the maths, whatever runs it), plus the element-wise
   work torch's counter does not see, counted by hand: the cpp LIF kernel (a custom autograd
   function; per neuron and time step 7 operations forward, 10 backward, +6 with learnable
   beta/theta, +1 for a static input, and 2 per neuron and row to reduce the beta/theta
@@ -56,8 +58,22 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
+def _tree() -> Path:
+    """The checkout whose snnlab is imported (its configs/ and data/ go with its code, so an A/B
+    run with PYTHONPATH pointing at another checkout reads that checkout's config files)."""
+    import snnlab
+
+    return Path(snnlab.__file__).resolve().parents[1]
+
+
+ROOT = _tree()
 CONFIGS = ROOT / "configs"
+#: extra ``--set`` overrides of the TD3 config (``--td3-set model.spike_matmul=dense``)
+TD3_SET: list[str] = []
+#: the clock every timing here reads: wall time, or (``--clock cpu``) this thread's CPU time - the
+#: fairer measure while other processes share the cores (torch runs on this one thread)
+clock = time.perf_counter
+
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                      "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
 
@@ -89,10 +105,10 @@ def matmul_rate(dtype: torch.dtype, n: int = 1024, rounds: int = 5) -> float:
     reps = max(3, int(1e9 / (2 * n ** 3)))
     best = float("inf")
     for _ in range(rounds):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(reps):
             a @ b
-        best = min(best, (time.perf_counter() - t) / reps)
+        best = min(best, (clock() - t) / reps)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -104,6 +120,9 @@ class HandCount:
         self.lif = 0
         self.adam = 0
         self.polyak = 0
+        #: dense-equivalent FLOPs of the sparse spike matmuls (cpp.SpikeLinear, issue #20): a
+        #: matmul torch's counter does not see; counted with the matmul FLOPs, as 2 M K N each
+        self.spike_matmul = 0
 
     @property
     def total(self) -> int:
@@ -146,6 +165,30 @@ def counting(hand: HandCount):
         hand.polyak += 3 * sum(p.numel() for p in main_net.parameters())
         return orig_polyak(main_net, target_net, tau)
 
+    from snnlab.rl import td3 as td3_mod
+
+    orig_td3_polyak = getattr(td3_mod, "polyak_update", None)
+    if orig_td3_polyak is not None:  # snnlab's own foreach Polyak (issue #20)
+        def td3_polyak(main, target, tau):
+            hand.polyak += 3 * sum(p.numel() for p in main.parameters())
+            return orig_td3_polyak(main, target, tau)
+
+        td3_mod.polyak_update = td3_polyak
+    sl = getattr(cpp, "SpikeLinear", None)
+    if sl is not None:
+        orig_sl_fwd, orig_sl_bwd = sl.forward, sl.backward
+
+        def sl_fwd(ctx, x, weight, bias):
+            hand.spike_matmul += 2 * x.shape[0] * x.shape[1] * weight.shape[0]
+            return orig_sl_fwd(ctx, x, weight, bias)
+
+        def sl_bwd(ctx, g):
+            x, w = ctx.saved_tensors
+            if ctx.needs_input_grad[1]:  # dL/dW by the kernel; dL/dx is torch's mm (counted)
+                hand.spike_matmul += 2 * x.shape[0] * x.shape[1] * w.shape[0]
+            return orig_sl_bwd(ctx, g)
+
+        sl.forward, sl.backward = staticmethod(sl_fwd), staticmethod(sl_bwd)
     fn.forward, fn.backward = staticmethod(fwd), staticmethod(bwd)
     torch.optim.Adam.step = adam_step
     torch_utils.update_target_network = polyak
@@ -158,20 +201,24 @@ def counting(hand: HandCount):
             yield fc
     finally:
         fn.forward, fn.backward = orig_fwd, orig_bwd
+        if sl is not None:
+            sl.forward, sl.backward = orig_sl_fwd, orig_sl_bwd
         torch.optim.Adam.step = orig_adam
         torch_utils.update_target_network = orig_polyak
         learner_utils.update_target_network = orig_lu
+        if orig_td3_polyak is not None:
+            td3_mod.polyak_update = orig_td3_polyak
 
 
 def timed(fn, repeats: int, warmup: int = 5) -> tuple[float, float]:
-    """(median, best) seconds of ``fn()`` over ``repeats`` calls."""
+    """(median, best) seconds of ``fn()`` over ``repeats`` calls (by :data:`clock`)."""
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return statistics.median(ts), min(ts)
 
 
@@ -187,11 +234,11 @@ class Timers:
 
         @functools.wraps(orig)
         def wrapper(*a, **k):
-            t = time.perf_counter()
+            t = clock()
             try:
                 return orig(*a, **k)
             finally:
-                self.total[name] = self.total.get(name, 0.0) + time.perf_counter() - t
+                self.total[name] = self.total.get(name, 0.0) + clock() - t
                 self.calls[name] = self.calls.get(name, 0) + 1
 
         setattr(obj, attr, wrapper)
@@ -208,7 +255,7 @@ def td3_algo(warmup: int = 2000, evaluation: bool = False):
 
     cfg = load_experiment(CONFIGS / "rl_quadrotor_td3.yaml", [
         f"algorithm.learning_starts={warmup}", f"algorithm.env_steps_per_iteration={warmup}",
-        "logging.wandb=off"] + ([] if evaluation else ["evaluation.interval=0"]))
+        "logging.wandb=off", *TD3_SET] + ([] if evaluation else ["evaluation.interval=0"]))
     return build_algorithm_config(cfg).build_algo()
 
 
@@ -317,7 +364,7 @@ def td3_flops(algo) -> tuple[float, HandCount]:
                 algo.local_replay_buffer.sample_batch(256))}, env_steps=256)
             algo.learner_group.update(batch=batch, timesteps={"num_env_steps_sampled_lifetime": 10 ** 6})
     hand.lif, hand.adam, hand.polyak = hand.lif / d, hand.adam / d, hand.polyak / d
-    return fc.get_total_flops() / d, hand
+    return (fc.get_total_flops() + hand.spike_matmul) / d, hand
 
 
 def td3_in_rllib(algo, rounds: int, timers: Timers | None = None) -> tuple[float, list[float], int]:
@@ -365,19 +412,19 @@ def td3_profile(algo, rounds: int) -> dict:
     t.wrap(learner, "apply_gradients", "optimizer (apply_gradients)")
     t.wrap(learner, "after_gradient_based_update", "Polyak + after-update hook")
     n0 = sum(learner._updates.values())
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(rounds):
         algo.training_step()
-    wall = time.perf_counter() - t0
+    wall = clock() - t0
     updates = sum(learner._updates.values()) - n0
     replay.synchronous_parallel_sample = orig_sample
     tot = dict(t.total)  # before train() below: the wrappers stay in place
     # one RLlib iteration around the steps (metrics reduce, callbacks): train() vs its steps
     t_iter = Timers()
     t_iter.wrap(algo, "training_step", "training_step")
-    t1 = time.perf_counter()
+    t1 = clock()
     algo.train()
-    iteration_total = time.perf_counter() - t1
+    iteration_total = clock() - t1
     iteration_bookkeeping = iteration_total - t_iter.total["training_step"]
     steps_per_iteration = t_iter.calls["training_step"]
     fwd_total = tot.get("module forward_train", 0.0)
@@ -413,10 +460,65 @@ def td3_profile(algo, rounds: int) -> dict:
             "iteration_bookkeeping_ms_per_step": 1e3 * iteration_bookkeeping / max(steps_per_iteration, 1)}
 
 
+def td3_numerics(algo, updates: int = 20) -> dict:
+    """How far the learner's update (this config: Adam implementation, spike matmul) lands from
+    today's path (:func:`snnlab.rl.td3.reference_update`: torch's default Adam, dense Linear
+    layers) after ``updates`` updates on the same batches with the same noise: the largest
+    parameter difference, relative to the parameter's scale, and the last losses."""
+    import copy
+
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from snnlab.rl.td3 import reference_update
+
+    learner, m = _learner_and_module(algo)
+    cfg = learner.config
+    learner._updates[DEFAULT_MODULE_ID] = 0
+    ref = copy.deepcopy(m)
+    for net in (ref.pi, ref.target_pi):
+        if hasattr(net.body, "_sparse"):
+            net.body._sparse = False
+    critic = torch.optim.Adam(list(ref.qf.parameters()) + list(ref.qf_twin.parameters()), lr=cfg.critic_lr)
+    actor = torch.optim.Adam(list(ref.pi.parameters()), lr=cfg.actor_lr)
+    # the learner's Adam state so far (same parameter order), settings as torch's default Adam
+    for opt, name in ((critic, "qf"), (actor, "policy")):
+        state = copy.deepcopy(learner.get_optimizer(DEFAULT_MODULE_ID, name).state_dict())
+        state["param_groups"] = [{**g, "foreach": None, "fused": None} for g in state["param_groups"]]
+        opt.load_state_dict(state)
+    cols = algo.local_replay_buffer.sample_batch(256, repeats=updates)
+    torch.manual_seed(0)
+    want = []
+    for i in range(updates):
+        b = {k: torch.as_tensor(v[256 * i: 256 * (i + 1)]) for k, v in cols.items()}
+        want.append(reference_update(ref, critic, actor, b, actor_step=i % cfg.policy_delay == 0,
+                                     gamma=cfg.gamma, tau=cfg.tau, target_noise=cfg.target_noise,
+                                     target_noise_clip=cfg.target_noise_clip))
+    torch.manual_seed(0)
+    res = algo.learner_group.update(
+        batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=256 * updates),
+        minibatch_size=256, num_epochs=1, shuffle_batch_per_epoch=False,
+        timesteps={"num_env_steps_sampled_lifetime": 10 ** 6})
+    got, exp = m.state_dict(), ref.state_dict()
+    rel = {k: float((got[k] - exp[k]).abs().max() / exp[k].abs().max().clamp_min(1e-12)) for k in exp}
+    worst = max(rel, key=rel.get)
+
+    def peek(key):
+        v = res[0][DEFAULT_MODULE_ID][key]
+        v = v.peek() if hasattr(v, "peek") else v
+        return float(v.detach() if torch.is_tensor(v) else v)
+
+    last_actor = max(i for i in range(updates) if i % cfg.policy_delay == 0)
+    return {"updates": updates, "bit_identical": all(torch.equal(got[k], exp[k]) for k in exp),
+            "max_rel_param_diff": rel[worst], "worst_param": worst,
+            "qf_loss": (peek("qf_loss"), want[-1]["qf_loss"]),
+            "policy_loss": (peek("policy_loss"), want[last_actor]["policy_loss"])}
+
+
 def td3_evaluation(algo) -> dict:
-    t = time.perf_counter()
+    t = clock()
     res = algo.evaluate()
-    wall = time.perf_counter() - t
+    wall = clock() - t
     er = res.get("env_runners", res)
     return {"wall_s": wall, "episode_len_mean": er.get("episode_len_mean", float("nan")),
             "episodes": er.get("num_episodes", float("nan"))}
@@ -452,7 +554,7 @@ def bc_flops(step) -> tuple[float, HandCount]:
     hand = HandCount()
     with counting(hand) as fc:
         step()
-    return fc.get_total_flops(), hand
+    return fc.get_total_flops() + hand.spike_matmul, hand
 
 
 # --- PPO --------------------------------------------------------------------------------------
@@ -500,9 +602,9 @@ def ppo_measure(algo, cfg, repeats: int) -> dict:
     t.reset()
     walls = []
     for _ in range(max(2, repeats // 50)):
-        t0 = time.perf_counter()
+        t0 = clock()
         algo.learner_group.update(batch=big, **kw)
-        walls.append(time.perf_counter() - t0)
+        walls.append(clock() - t0)
     calls = t.calls["_update"]
     per_mb_rllib = 1e3 * sum(walls) / calls
     _, cols = ppo_batch(algo, a.minibatch_size)
@@ -512,7 +614,8 @@ def ppo_measure(algo, cfg, repeats: int) -> dict:
     with counting(hand) as fc:
         learner._update(tb)
     return {"per_minibatch_in_update_ms": per_mb_rllib, "minibatches": calls // len(walls),
-            "inner_update_ms": (1e3 * med, 1e3 * best), "flops": fc.get_total_flops(), "hand": hand}
+            "inner_update_ms": (1e3 * med, 1e3 * best), "flops": fc.get_total_flops() + hand.spike_matmul,
+            "hand": hand}
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -544,12 +647,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=25, help="TD3 training-step rounds (40 updates each)")
     ap.add_argument("--paths", default="td3,bc,ppo")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--numerics", action="store_true",
+                    help="TD3: compare 20 learner updates with today's path (reference_update)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: this thread's CPU time (time.thread_time), for a machine under load")
+    ap.add_argument("--td3-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of configs/rl_quadrotor_td3.yaml (repeatable)")
     args = ap.parse_args()
+    TD3_SET.extend(args.td3_set)
+    global clock
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     info = cpu_info()
     print(f"CPU: {info['model']} ({info['cpus']} logical), torch {info['torch']} "
-          f"(capability {info['torch_capability']}), 1 torch thread, load {info['loadavg'][0]:.2f}")
+          f"(capability {info['torch_capability']}), 1 torch thread, load {info['loadavg'][0]:.2f}, "
+          f"{args.clock} clock")
     print("flags: " + ", ".join(f"{f}={'yes' if v else 'no'}" for f, v in info["flags"].items()))
     print(f"bf16 dot products: {'yes' if info['bf16_dot'] else 'no'} (oneDNN bf16: "
           f"{'yes' if info['mkldnn_bf16'] else 'no'}); AMX: {'yes' if info['amx'] else 'no'}")
@@ -578,6 +691,8 @@ def main() -> None:
             if not args.no_profile:
                 extra["td3_parts_module_ms"] = td3_parts_module(algo, args.repeats)
                 extra["td3_profile"] = td3_profile(algo, args.rounds)
+            if args.numerics:
+                extra["td3_numerics"] = td3_numerics(algo)
         finally:
             algo.stop()
         if not args.no_profile:
@@ -625,6 +740,14 @@ def main() -> None:
         for k, v in p["per_round_ms"].items():
             print(f"  {k:44s} {v:8.2f}")
         print(f"  {'RLlib iteration bookkeeping (per round)':44s} {p['iteration_bookkeeping_ms_per_step']:8.2f}")
+    if "td3_numerics" in extra:
+        n = extra["td3_numerics"]
+        print(f"\nTD3 numerics, {n['updates']} updates vs today's path (reference_update): "
+              + ("bit-identical" if n["bit_identical"] else
+                 f"largest parameter difference {n['max_rel_param_diff']:.2e} of the parameter's "
+                 f"scale ({n['worst_param']})")
+              + f"; last qf_loss {n['qf_loss'][0]:.7g} vs {n['qf_loss'][1]:.7g}, policy_loss "
+              f"{n['policy_loss'][0]:.7g} vs {n['policy_loss'][1]:.7g}")
     if "td3_evaluation" in extra:
         e = extra["td3_evaluation"]
         print(f"\nevaluation (20 episodes, untrained policy): {e['wall_s']:.2f} s, "
