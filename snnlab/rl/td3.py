@@ -19,8 +19,19 @@ sample ``rollout_fragment_length`` steps per env, add them to the replay buffer,
 ``num_steps_sampled_before_learning_starts`` env steps were sampled - draw ``train_batch_size``
 transitions and make one Learner update, as many times per sampling round as
 ``training_intensity`` asks (from ``updates_per_env_step``); then sync the weights to the
-EnvRunners. With the flat buffer the batch goes to ``learner_group.update(batch=...)`` as
-columns; with RLlib's buffer (``replay_buffer: episode``) DQN's step runs unchanged.
+EnvRunners. With the flat buffer the batches go to ``learner_group.update(batch=...)`` as
+columns - all of a round's updates in one call (``TD3.updates_in_one_call``): the Learner cuts
+the batch into minibatches of ``train_batch_size`` in order and makes one update each, moving
+the targets per minibatch, so the updates are those of one call per batch, bit for bit, while
+RLlib's per-call work (batch conversion, metrics reduce) happens once per round; with RLlib's
+buffer (``replay_buffer: episode``) DQN's step runs unchanged.
+
+Speed (issue #20, ``benchmarks/floor.py``): one finiteness check of all gradients instead of
+RLlib's ``torch.isfinite`` per parameter (a slow scalar loop on CPU), Polyak averaging as
+three foreach ops, no ``train()`` walk over the submodules per update, torch's fused Adam
+(``adam: fused``, the default; ``foreach`` / ``loop`` reproduce the old parameters bit for bit,
+fused ones differ by float32 rounding); ``model.spike_matmul: sparse`` runs the actor's second
+layer as a sparse spike matmul (equal to float32 rounding; no measurable gain here yet).
 
 Actions live in [-1, 1] inside the module (RLlib's ``normalize_actions``, on by default,
 rescales them to the env's Box). One Learner update on a batch (s, a, r, s', done)::
