@@ -479,7 +479,7 @@ def test_pbt_accounting_by_hand(tmp_path):
     assert best.final_mean == pytest.approx(50.5) and best.best_mean == pytest.approx(50.5)
     assert best.auc_mean == pytest.approx(np.mean([(10 + 30 + 50) / 3, (10 + 30 + 51) / 3]))
     assert best.runs_per_seed == 3 and best.steps_per_seed == 3 + 3 + 3
-    assert best.env_steps_per_seed == 100 * 9 and best.trial_s_per_seed == 2.0 * 9
+    assert best.env_steps_per_seed == 100 * 9 and "trial_s_per_seed" not in df  # seconds: compute.csv
     mean = df.loc["pbt (member mean)"]  # member 2's curve: step 2 keeps the later report (12)
     assert mean.final_mean == pytest.approx(np.mean([(30 + 50 + 20) / 3, (30 + 51 + 20) / 3]))
     assert mean.runs_per_seed == 3 and mean.steps_per_seed == 9
@@ -493,6 +493,7 @@ def test_pbt_accounting_by_hand(tmp_path):
     per_seed = arms.loc["fixed grid: best run per seed"]  # seed 0: k100 (40), seed 1: k1 (31)
     assert per_seed.final_mean == pytest.approx(35.5) and per_seed.runs_per_seed == 2
     assert arms.loc["pbt: best member", "runs_per_seed"] == 3 and arms.loc["adaptive", "runs_per_seed"] == 1
+    assert arms.loc["pbt: best member", "trial_s_per_seed"] == 2.0 * 9 and arms.loc["adaptive", "trial_s_per_seed"] == 6
     cmp = compare_to_reference(tmp_path).set_index("setting")  # the population's best member, by seed
     assert cmp.loc["pbt", "final_mean_diff"] == pytest.approx(np.mean([50 - 40, 51 - 20]))
     _, md = write_summary(tmp_path)

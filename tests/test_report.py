@@ -169,7 +169,8 @@ def test_export_of_a_sweep_is_small_and_rebuilds_its_report(tiny_sweep, tmp_path
     for f in out.glob("*/result.json"):
         keys = set().union(*(json.loads(line) for line in f.read_text().splitlines()))
         assert {"training_iteration", "score", "slope"} <= keys
-        assert all(k in ("training_iteration", "score", "slope") or k.startswith("val_spike_rate/") for k in keys), keys
+        assert all(k in ("training_iteration", "score", "slope", "time_this_iter_s")  # + the compute's
+                   or k.startswith("val_spike_rate/") for k in keys), keys
     pd.testing.assert_frame_equal(summarize(out), summarize(src))
     assert main(["report", str(src), "--out", str(tmp_path / "a")]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "b")]) == 0

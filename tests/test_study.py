@@ -679,10 +679,12 @@ def test_exported_shards_rebuild_the_study_without_the_original_folders(smoke_st
         assert data < 400_000, (e, data)  # 16-32 smoke trials: about 0.2-0.35 MB
         assert sum(p.stat().st_size for p in files) < 3_000_000
     # every row holds only the keys the summary, the report and the energy table read
+    from snnlab.sweep.summary import read_keys
+
+    keys, prefixes = read_keys("score")
     for f in (res / "merged").glob("*/*/result.json"):
         for line in f.read_text().splitlines():
-            assert all(k in ("training_iteration", "score", "slope") or k.startswith(
-                ("spike_rate/", "val_spike_rate/", "eval_spike_rate/", "grad/")) for k in json.loads(line))
+            assert all(k in keys or k.startswith(prefixes) for k in json.loads(line))
     # the validated config of each trial loads as a `snnlab train` config
     from snnlab.experiment import load_experiment
     from snnlab.sweep.spec import experiment_from_trial

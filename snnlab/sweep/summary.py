@@ -381,15 +381,15 @@ def summarize(exp_dir: str | Path | Sequence[str | Path], expected_steps: int | 
 
 
 def _compute_columns(per_seed: list[dict[str, float]]) -> dict[str, float]:
-    """``runs_per_seed``, ``steps_per_seed`` (, ``env_steps_per_seed``), ``trial_s_per_seed``: the
-    mean over seeds of what each seed's trials trained in all, and the totals over seeds."""
+    """``runs_per_seed``, ``steps_per_seed`` (, ``env_steps_per_seed``): the mean over seeds of what
+    each seed's trials trained in all, and the totals over seeds. (Not their seconds: those differ
+    from run to run, and the table is the same for the same results; :func:`equal_compute` has them.)"""
     out = {"runs_per_seed": _mean_or_nan([c.get("runs", 1.0) for c in per_seed]),
            "steps_per_seed": _mean_or_nan([c.get("steps", math.nan) for c in per_seed]),
            "steps_total": float(np.nansum([c.get("steps", math.nan) for c in per_seed]))}
     if any("env_steps" in c for c in per_seed):
         out["env_steps_per_seed"] = _mean_or_nan([c.get("env_steps", math.nan) for c in per_seed])
         out["env_steps_total"] = float(np.nansum([c.get("env_steps", math.nan) for c in per_seed]))
-    out["trial_s_per_seed"] = _mean_or_nan([c.get("time_s", math.nan) for c in per_seed])
     return out
 
 
