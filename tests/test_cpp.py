@@ -188,3 +188,66 @@ def test_forward_counts_equals_summed_spike_train(static):
     assert torch.equal(e[0], f[0]) and torch.equal(e[1], f[1]) and e[0].sum() > 0
     for a, b in zip(e[2:4] + tuple(e[4]) + (e[5],), f[2:4] + tuple(f[4]) + (f[5],)):
         torch.testing.assert_close(a, b)
+
+
+# --- Linear layers fed by spikes: the sparse kernel (spike_matmul="sparse", issue #20) ----------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(64, 256, 128), (37, 21, 5), (50, 40, 130), (8, 16, 300)])
+def test_spike_linear_equals_linear(dtype, shape):
+    M, K, N = shape
+    g = torch.Generator().manual_seed(M + K + N)
+    x = (torch.rand(M, K, generator=g) < 0.2).to(dtype)
+    x[0] = 0  # a row without spikes: the bias alone
+    w = torch.randn(N, K, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(N, generator=g, dtype=dtype, requires_grad=True)
+    out_grad = torch.randn(M, N, generator=g, dtype=dtype)
+    grads = {}
+    for name, fn in (("dense", torch.nn.functional.linear), ("sparse", cpp.spike_linear)):
+        xi = x.clone().requires_grad_()
+        w.grad = b.grad = None
+        out = fn(xi, w, b)
+        out.backward(out_grad)
+        grads[name] = (out.detach(), xi.grad, w.grad.clone(), b.grad.clone())
+    d, s = grads["dense"], grads["sparse"]
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(s[0], d[0], **tol)  # the same sums in another order
+    torch.testing.assert_close(s[2], d[2], **tol)
+    assert torch.equal(s[1], d[1]) and torch.equal(s[3], d[3])  # dL/dx and dL/db: torch's own ops
+    assert torch.equal(s[0][0], b.detach().expand(N))
+
+
+def test_spike_linear_takes_any_values_and_threads_agree():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 48, generator=g) * (torch.rand(96, 48, generator=g) < 0.3)
+    w, b = torch.randn(20, 48, generator=g), torch.randn(20, generator=g)
+    torch.testing.assert_close(cpp.spike_linear(x, w, b), torch.nn.functional.linear(x, w, b))
+    torch.testing.assert_close(cpp.spike_linear(x, w), torch.nn.functional.linear(x, w))
+    outs = []
+    for threads in (1, 2):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            wg = w.clone().requires_grad_()
+            out = cpp.spike_linear(x, wg, b)
+            out.square().sum().backward()
+            outs.append((out.detach(), wg.grad))
+        finally:
+            torch.set_num_threads(old)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_sparse_spike_matmul_network_matches_dense():
+    x = torch.randn(32, 10)
+    res = {}
+    for mode in ("dense", "sparse"):
+        torch.manual_seed(0)
+        net = SpikingMLP(n_in=10, n_out=3, hidden=(64, 48, 32), num_steps=4, spike_matmul=mode,
+                         learn_beta=True, learn_threshold=True, neuron_init="uniform")
+        out = net(x)
+        out.out.square().sum().backward()
+        res[mode] = (out.out.detach(), [p.grad.clone() for p in net.parameters()])
+    torch.testing.assert_close(res["sparse"][0], res["dense"][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(res["sparse"][1], res["dense"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="spike_matmul"):
+        SpikingMLP(n_in=2, n_out=1, spike_matmul="csr")

@@ -328,3 +328,196 @@ def test_td3_on_the_batched_quadrotor_with_curriculum_and_history(ray_session):
         assert rows[-1]["eval_full_episodes"] == 1.0 and rows[-1]["eval_len_mean"] == 5
     finally:
         algo.stop()
+
+
+# --- the fast update path against today's (issue #20) ---------------------------------------------
+def _learner_of(algo):
+    learner = algo.learner_group._learner
+    return learner, learner.module[DEFAULT_MODULE_ID].unwrapped()
+
+
+def _state(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _reference_copy(learner, m):
+    """The module copied, with the optimizers today's learner built (torch's default Adam)."""
+    import copy
+
+    ref = copy.deepcopy(m)
+    cfg = learner.config
+    critic = torch.optim.Adam(list(ref.qf.parameters()) + list(ref.qf_twin.parameters()), lr=cfg.critic_lr)
+    actor = torch.optim.Adam(list(ref.pi.parameters()), lr=cfg.actor_lr)
+    return ref, critic, actor
+
+
+def _run_reference(learner, ref, critic, actor, batches, start_step, seed):
+    from snnlab.rl.td3 import reference_update
+
+    cfg = learner.config
+    losses = []
+    torch.manual_seed(seed)
+    for i, cols in enumerate(batches):
+        batch = {k: torch.as_tensor(v) for k, v in cols.items()}
+        losses.append(reference_update(
+            ref, critic, actor, batch, actor_step=(start_step + i) % cfg.policy_delay == 0,
+            gamma=cfg.gamma, tau=cfg.tau, target_noise=cfg.target_noise,
+            target_noise_clip=cfg.target_noise_clip))
+    return losses
+
+
+def _learner_updates(algo, batches, seed, in_one_call):
+    torch.manual_seed(seed)
+    results = []
+    kw = {"timesteps": {"num_env_steps_sampled_lifetime": 1000}}
+    if in_one_call:
+        cols = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        n = len(cols[Columns.REWARDS])
+        results.append(algo.learner_group.update(
+            batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=n),
+            minibatch_size=len(batches[0][Columns.REWARDS]), num_epochs=1,
+            shuffle_batch_per_epoch=False, **kw))
+    else:
+        for b in batches:
+            results.append(algo.learner_group.update(
+                batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(b)}, env_steps=len(b[Columns.REWARDS])), **kw))
+    return results
+
+
+def _peek(results, key):
+    """A loss the Learner logged in one learner_group.update call (the latest value)."""
+    v = results[0][DEFAULT_MODULE_ID][key]
+    v = v.peek() if hasattr(v, "peek") else v
+    return float(v.detach() if torch.is_tensor(v) else v)
+
+
+def _pendulum_batches(n, size=32, seed=0):
+    out = []
+    for i in range(n):
+        b = _batch(size, seed=seed + i)
+        b[Columns.OBS] = np.random.default_rng(100 + i).normal(size=(size, 3)).astype(np.float32)
+        out.append(b)
+    return out
+
+
+ADAM_EXACT = {"loop": True, "foreach": True, "fused": False}
+
+
+@pytest.mark.parametrize("adam,spike_matmul", [("loop", "dense"), ("foreach", "dense"),
+                                               ("fused", "dense"), ("fused", "sparse")])
+def test_learner_update_equals_todays_update_on_the_same_batches(ray_session, adam, spike_matmul):
+    """Same batches, same noise: the learner (a round's updates in one call, one finiteness check,
+    foreach Polyak, metrics once per call) gives today's losses and parameters - bit for bit with
+    a non-fused Adam and dense matmuls, to float32 rounding with fused Adam or the sparse kernel."""
+    cfg = rl_cfg(algorithm={"policy_delay": 2, "tau": 0.05, "adam": adam},
+                 model={"hidden": [24, 16], "num_steps": 3, "spike_matmul": spike_matmul,
+                        "neuron": {"learn_beta": True, "learn_threshold": True, "init": "uniform"}})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        learner, m = _learner_of(algo)
+        learner._updates[DEFAULT_MODULE_ID] = 0
+        ref, critic, actor = _reference_copy(learner, m)
+        if spike_matmul == "sparse":  # the reference: today's dense Linear layers
+            ref.pi.body._sparse = ref.target_pi.body._sparse = False
+        batches = _pendulum_batches(6)
+        expected = _run_reference(learner, ref, critic, actor, batches, 0, seed=7)
+        results = _learner_updates(algo, batches, seed=7, in_one_call=True)
+        got, want = _state(m), _state(ref)
+        assert learner._updates[DEFAULT_MODULE_ID] == 6
+        got_losses = (_peek(results[-1], "qf_loss"), _peek(results[-1], "policy_loss"))
+        want_losses = (expected[-1]["qf_loss"], expected[-2]["policy_loss"])  # last actor step: the 5th
+        if ADAM_EXACT[adam] and spike_matmul == "dense":
+            assert [k for k in want if not torch.equal(got[k], want[k])] == []
+            assert got_losses == want_losses
+        else:
+            for k in want:
+                torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
+            assert got_losses == pytest.approx(want_losses, rel=1e-4, abs=1e-5)
+    finally:
+        algo.stop()
+
+
+def test_updates_in_one_call_equal_one_call_per_update(ray_session):
+    """The training step's one call with K minibatches makes exactly the K updates of K calls:
+    parameters, targets, Adam state, update count and logged losses bit-identical."""
+    cfg = rl_cfg(algorithm={"policy_delay": 2, "tau": 0.1}, model={"hidden": [16], "num_steps": 2})
+    algos = [build_algorithm_config(cfg).build_algo() for _ in range(2)]
+    try:
+        (la, ma), (lb, mb) = _learner_of(algos[0]), _learner_of(algos[1])
+        mb.load_state_dict(ma.state_dict())
+        batches = _pendulum_batches(5)
+        ra = _learner_updates(algos[0], batches, seed=3, in_one_call=False)
+        rb = _learner_updates(algos[1], batches, seed=3, in_one_call=True)
+        sa, sb = _state(ma), _state(mb)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert dict(la._updates) == dict(lb._updates) == {DEFAULT_MODULE_ID: 5}
+        for name in ("qf", "policy"):
+            oa = la.get_optimizer(DEFAULT_MODULE_ID, name).state_dict()["state"]
+            ob = lb.get_optimizer(DEFAULT_MODULE_ID, name).state_dict()["state"]
+            assert all(torch.equal(oa[i][s], ob[i][s]) for i in oa for s in oa[i])
+        assert _peek(ra[-1], "qf_loss") == _peek(rb[-1], "qf_loss")
+        assert _peek(ra[-1], "policy_loss") == _peek(rb[-1], "policy_loss")
+    finally:
+        for a in algos:
+            a.stop()
+
+
+def test_training_step_makes_a_rounds_updates_in_one_call(ray_session):
+    cfg = rl_cfg(algorithm={"rollout_fragment_length": 8, "updates_per_env_step": 0.5})
+    algo = build_algorithm_config(cfg).build_algo()
+    try:
+        calls = []
+        update = algo.learner_group.update
+        algo.learner_group.update = lambda **kw: calls.append(kw) or update(**kw)
+        learner, _ = _learner_of(algo)
+        algo.train()  # 64 warm-up steps, then rounds of 8 env steps and 4 updates
+        n = learner._updates[DEFAULT_MODULE_ID]
+        assert n > 0 and len(calls) == n // 4 and all(kw["minibatch_size"] == 32 for kw in calls)
+        assert all(len(kw["batch"]) == 4 * 32 for kw in calls)
+    finally:
+        algo.stop()
+
+
+def test_flat_buffer_draws_several_batches_as_separate_calls_would():
+    eps = _episodes()
+    a, b = FlatEpisodeReplayBuffer(capacity=100, seed=5), FlatEpisodeReplayBuffer(capacity=100, seed=5)
+    a.add(eps)
+    b.add(_episodes())
+    one = a.sample_batch(7, repeats=4)
+    parts = [b.sample_batch(7) for _ in range(4)]
+    for k in one:
+        assert np.array_equal(one[k], np.concatenate([p[k] for p in parts]))
+    assert a.sampled_timesteps == b.sampled_timesteps == 28
+
+
+def test_polyak_update_is_rllibs_bit_for_bit():
+    from ray.rllib.utils.torch_utils import update_target_network
+
+    from snnlab.rl.td3 import polyak_update
+
+    m = module("spiking", learn_beta=True, learn_threshold=True, neuron_init="uniform")
+    for main, target in m.get_target_network_pairs():
+        with torch.no_grad():
+            for p in main.parameters():
+                p.add_(torch.randn_like(p))
+        import copy
+
+        other = copy.deepcopy(target)
+        polyak_update(main, target, 0.005)
+        update_target_network(main_net=main, target_net=other, tau=0.005)
+        assert all(torch.equal(x, y) for x, y in zip(target.state_dict().values(), other.state_dict().values()))
+
+
+def test_non_finite_gradients_take_rllibs_path(learner_algo):
+    from snnlab.rl.td3 import _all_finite
+
+    assert _all_finite([torch.ones(3), torch.zeros(2, 2)])
+    assert not _all_finite([torch.ones(3), torch.tensor([1.0, float("nan")])])
+    assert not _all_finite([torch.tensor([float("inf")])])
+    assert not _all_finite([torch.full((4,), 3e38)])  # overflowing sum: a false alarm, still exact
+    learner = learner_algo.learner_group._learner
+    m = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    grads = {pid: torch.full_like(p, float("nan")) for pid, p in learner._params.items()}
+    before = _snapshot(m.qf)
+    learner.apply_gradients(grads)  # RLlib's path: NaN gradients are zeroed, Adam steps by 0
+    assert all(torch.equal(a, b) for a, b in zip(before, m.qf.parameters()))

@@ -34,7 +34,8 @@ from ..spiking import SpikingMLP, SpikingMLPConfig
 
 #: keys of ``model_config`` that shape the spiking network (see snnlab.rl.config.RLModelConfig)
 NETWORK_KEYS = ("hidden", "num_steps", "readout", "surrogate", "slope", "beta", "threshold",
-                "learn_beta", "learn_threshold", "neuron_init", "weight_init", "init_gain", "backend")
+                "learn_beta", "learn_threshold", "neuron_init", "weight_init", "init_gain", "backend",
+                "spike_matmul")
 
 
 def build_network(model_config: dict, n_in: int, n_out: int) -> SpikingMLP:

@@ -154,16 +154,24 @@ class FlatEpisodeReplayBuffer(EpisodeReplayBuffer):
         self._size = min(self._size + n, self.capacity)
 
     # --- sampling ----------------------------------------------------------------------------
-    def sample_batch(self, num_items: int) -> dict[str, np.ndarray]:
+    def sample_batch(self, num_items: int, repeats: int = 1) -> dict[str, np.ndarray]:
         """``num_items`` transitions drawn uniformly with replacement, as numpy columns
-        (obs, actions, rewards, new_obs, terminateds, weights, n_step)."""
+        (obs, actions, rewards, new_obs, terminateds, weights, n_step).
+
+        ``repeats`` > 1: that many train batches of ``num_items`` one after another (rows
+        ``[i * num_items, (i + 1) * num_items)`` are batch i), drawn with the same random numbers
+        as ``repeats`` separate calls and gathered at once."""
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = self.rng.integers(self._size, size=num_items)
+        if repeats == 1:
+            idx = self.rng.integers(self._size, size=num_items)
+        else:  # one draw per batch, as separate calls would make: the same sequence
+            idx = np.concatenate([self.rng.integers(self._size, size=num_items) for _ in range(repeats)])
+        n = len(idx)
         batch = {k: v[idx] for k, v in self._columns.items()}
-        batch["weights"] = np.ones(num_items, dtype=np.float32)
-        batch["n_step"] = np.ones(num_items, dtype=np.int64)
-        self.sampled_timesteps += num_items
+        batch["weights"] = np.ones(n, dtype=np.float32)
+        batch["n_step"] = np.ones(n, dtype=np.int64)
+        self.sampled_timesteps += n
         return batch
 
     @override(EpisodeReplayBuffer)
@@ -213,7 +221,14 @@ class FlatReplayTrainingStep:
     ``learner_group.update(batch=...)`` (no per-transition episode objects, no learner
     connector). Any other buffer (RLlib's own) runs the algorithm's own step unchanged.
     The buffer's sampling RNG is seeded from the config's seed.
+
+    ``updates_in_one_call`` (an algorithm whose Learner supports it: TD3's): a round's updates
+    go to the Learner as one batch of ``train_weight`` minibatches in one
+    ``learner_group.update`` call (:meth:`_update_in_one_call`) instead of one call each.
     """
+
+    #: hand a round's updates to the Learner in one call (its Learner must act per minibatch)
+    updates_in_one_call: bool = False
 
     def setup(self, config) -> None:
         super().setup(config)
@@ -237,6 +252,18 @@ class FlatReplayTrainingStep:
         sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         if sampled < self.config.num_steps_sampled_before_learning_starts:
             return
+        if self.updates_in_one_call and train_weight > 1:
+            learner_results = self._update_in_one_call(train_weight, sampled)
+        else:
+            learner_results = self._update_one_by_one(train_weight, sampled)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(learner_results[0].keys()) - {ALL_MODULES},
+                global_vars=None, inference_only=True)
+
+    def _update_one_by_one(self, train_weight: int, sampled: int):
+        """DQN's way: one replay sample and one ``learner_group.update`` call per update."""
         for _ in range(train_weight):
             with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
                 columns = self.local_replay_buffer.sample_batch(self.config.total_train_batch_size)
@@ -249,8 +276,27 @@ class FlatReplayTrainingStep:
                     for module_results in res.values():
                         module_results.pop(TD_ERROR_KEY, None)
                 self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group,
-                policies=set(learner_results[0].keys()) - {ALL_MODULES},
-                global_vars=None, inference_only=True)
+        return learner_results
+
+    def _update_in_one_call(self, train_weight: int, sampled: int):
+        """All of a round's updates in one ``learner_group.update`` call: ``train_weight`` train
+        batches drawn at once (the same draws as one by one) and handed over as one batch that
+        the Learner cuts into minibatches of ``train_batch_size``, in order - one gradient update
+        each, exactly the updates one call per batch would make (the Learner must do per
+        minibatch what it would do per call: TD3's does its target update there). RLlib's
+        per-call work (batch conversion, metrics reduce, results) happens once per round.
+        ``LEARNER_UPDATE_TIMER`` then times the whole round's updates."""
+        size = self.config.total_train_batch_size
+        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+            columns = self.local_replay_buffer.sample_batch(size, repeats=train_weight)
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)},
+                                    env_steps=len(columns[Columns.REWARDS]))
+            learner_results = self.learner_group.update(
+                batch=batch, minibatch_size=size, num_epochs=1, shuffle_batch_per_epoch=False,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
+            for res in learner_results:
+                for module_results in res.values():
+                    module_results.pop(TD_ERROR_KEY, None)
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        return learner_results

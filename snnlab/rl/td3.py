@@ -19,8 +19,19 @@ sample ``rollout_fragment_length`` steps per env, add them to the replay buffer,
 ``num_steps_sampled_before_learning_starts`` env steps were sampled - draw ``train_batch_size``
 transitions and make one Learner update, as many times per sampling round as
 ``training_intensity`` asks (from ``updates_per_env_step``); then sync the weights to the
-EnvRunners. With the flat buffer the batch goes to ``learner_group.update(batch=...)`` as
-columns; with RLlib's buffer (``replay_buffer: episode``) DQN's step runs unchanged.
+EnvRunners. With the flat buffer the batches go to ``learner_group.update(batch=...)`` as
+columns - all of a round's updates in one call (``TD3.updates_in_one_call``): the Learner cuts
+the batch into minibatches of ``train_batch_size`` in order and makes one update each, moving
+the targets per minibatch, so the updates are those of one call per batch, bit for bit, while
+RLlib's per-call work (batch conversion, metrics reduce) happens once per round; with RLlib's
+buffer (``replay_buffer: episode``) DQN's step runs unchanged.
+
+Speed (issue #20, ``benchmarks/floor.py``): one finiteness check of all gradients instead of
+RLlib's ``torch.isfinite`` per parameter (a slow scalar loop on CPU), Polyak averaging as
+three foreach ops, no ``train()`` walk over the submodules per update, torch's fused Adam
+(``adam: fused``, the default; ``foreach`` / ``loop`` reproduce the old parameters bit for bit,
+fused ones differ by float32 rounding); ``model.spike_matmul: sparse`` runs the actor's second
+layer as a sparse spike matmul (equal to float32 rounding; no measurable gain here yet).
 
 Actions live in [-1, 1] inside the module (RLlib's ``normalize_actions``, on by default,
 rescales them to the env's Box). One Learner update on a batch (s, a, r, s', done)::
@@ -78,6 +89,12 @@ QF_TWIN_PREDS = "qf_twin_preds"
 QF_TARGET_NEXT = "q_target_next"
 QF_LOSS_KEY = "qf_loss"
 
+#: torch.optim.Adam's implementations, by the name of TD3's ``adam`` setting. ``loop`` (torch's
+#: default on CPU: one tensor at a time) and ``foreach`` (all tensors per op) give bit-identical
+#: parameters; ``fused`` (one kernel per step, ~3x faster on the drone actor) rounds differently:
+#: parameters differ from ``loop``'s by float32 rounding (measured: docs/benchmarks.md)
+ADAM_IMPLS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
+
 #: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
 REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
 
@@ -119,6 +136,7 @@ class TD3Config(AlgorithmConfig):
         self.train_batch_size_per_learner = 256
         self.rollout_fragment_length = 1
         self.grad_clip = None
+        self.adam = "fused"  # torch's Adam implementation: fused | foreach | loop (see ADAM_IMPLS)
         self.min_time_s_per_iteration = None
         self.min_sample_timesteps_per_iteration = 1000
 
@@ -128,12 +146,14 @@ class TD3Config(AlgorithmConfig):
                  target_noise_clip=NotProvided, exploration_noise=NotProvided, n_step=NotProvided,
                  training_intensity=NotProvided, replay_buffer_config=NotProvided,
                  store_buffer_in_checkpoints=NotProvided,
-                 num_steps_sampled_before_learning_starts=NotProvided, **kwargs) -> TD3Config:
+                 num_steps_sampled_before_learning_starts=NotProvided, adam=NotProvided,
+                 **kwargs) -> TD3Config:
         """TD3's knobs (see the module docstring for where each one acts); the rest as for
         every AlgorithmConfig (``gamma``, ``grad_clip``, ``train_batch_size_per_learner``, ...).
 
         ``training_intensity``: transitions trained on per transition sampled, as in SAC/DQN;
-        ``train_batch_size`` times the updates per env step.
+        ``train_batch_size`` times the updates per env step. ``adam``: torch's Adam
+        implementation for both optimizers (:data:`ADAM_IMPLS`).
         """
         super().training(**kwargs)
         for name, value in dict(
@@ -142,6 +162,7 @@ class TD3Config(AlgorithmConfig):
             exploration_noise=exploration_noise, n_step=n_step,
             training_intensity=training_intensity, store_buffer_in_checkpoints=store_buffer_in_checkpoints,
             num_steps_sampled_before_learning_starts=num_steps_sampled_before_learning_starts,
+            adam=adam,
         ).items():
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -162,6 +183,7 @@ class TD3Config(AlgorithmConfig):
              f"n_step {self.n_step} needs RLlib's EpisodeReplayBuffer; the flat buffer stores 1-step transitions"),
             (self.lr is None, "TD3 uses actor_lr and critic_lr; leave lr at None"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.adam in ADAM_IMPLS, f"adam must be one of {', '.join(ADAM_IMPLS)}, got {self.adam!r}"),
             (_known_buffer(self.replay_buffer_config.get("type")),
              f"replay_buffer_config type must be one of {', '.join(REPLAY_BUFFERS)}"),
         ]
@@ -201,6 +223,9 @@ class TD3(FlatReplayTrainingStep, DQN):
     per-transition episode objects, no learner connector). With RLlib's own
     ``EpisodeReplayBuffer`` it is DQN's step unchanged.
     """
+
+    #: a round's updates in one learner_group.update call (TD3TorchLearner acts per minibatch)
+    updates_in_one_call = True
 
     @classmethod
     def get_default_config(cls) -> TD3Config:
@@ -291,6 +316,14 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
         noise = (self._param("target_noise", 0.2) * torch.randn_like(a)).clamp(-c, c)
         return (a + noise).clamp(-1.0, 1.0)
 
+    def train(self, mode: bool = True) -> TD3TorchRLModule:
+        # TorchRLModule.forward_train calls self.train() before every update: a walk over every
+        # submodule (~0.2 ms here). Walk only when the mode changes (no layer of this module
+        # behaves differently in training and eval mode anyway).
+        if mode == self.training:
+            return self
+        return super().train(mode)
+
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs, actions = batch[Columns.OBS], batch[Columns.ACTIONS]
@@ -354,17 +387,24 @@ class TD3TorchLearner(DQNTorchLearner):
         super().build()
         self._updates: dict[str, int] = defaultdict(int)
         self._actor_updated: dict[str, bool] = {}
+        # per update() call: the latest value of each loss metric, target updates, steps trained
+        self._pending_metrics: dict[str, dict[str, Any]] = defaultdict(dict)
+        self._pending_target_updates: dict[str, int] = defaultdict(int)
+        self._pending_steps: dict[str, int] = defaultdict(int)
+        # TD errors feed a prioritized buffer's priorities; the flat buffer has none
+        self._log_td_error = not _is_flat_buffer(self.config.replay_buffer_config.get("type"))
 
     @override(DQNTorchLearner)
     def configure_optimizers_for_module(self, module_id, config: AlgorithmConfig = None) -> None:
         module = self._module[module_id]
+        impl = ADAM_IMPLS[config.adam]
         critic = self.get_parameters(module.qf) + self.get_parameters(module.qf_twin)
         self.register_optimizer(module_id=module_id, optimizer_name="qf",
-                                optimizer=torch.optim.Adam(critic), params=critic,
+                                optimizer=torch.optim.Adam(critic, **impl), params=critic,
                                 lr_or_lr_schedule=config.critic_lr)
         actor = self.get_parameters(module.pi)
         self.register_optimizer(module_id=module_id, optimizer_name="policy",
-                                optimizer=torch.optim.Adam(actor), params=actor,
+                                optimizer=torch.optim.Adam(actor, **impl), params=actor,
                                 lr_or_lr_schedule=config.actor_lr)
 
     @override(DQNTorchLearner)
@@ -388,8 +428,10 @@ class TD3TorchLearner(DQNTorchLearner):
             actor_loss = -module.actor_q(batch[Columns.OBS]).mean()
             total = total + actor_loss
             metrics[POLICY_LOSS_KEY] = actor_loss
-        self.metrics.log_value((module_id, TD_ERROR_KEY), td_error, reduce="item_series")
-        self.metrics.log_dict(metrics, key=module_id, window=1)
+        if self._log_td_error:
+            self.metrics.log_value((module_id, TD_ERROR_KEY), td_error, reduce="item_series")
+        # window 1: only the latest value of each key counts, so keep it and log once per call
+        self._pending_metrics[module_id].update(metrics)
         return total
 
     @override(DQNTorchLearner)
@@ -416,19 +458,57 @@ class TD3TorchLearner(DQNTorchLearner):
             module_id=module_id, config=config, module_gradients_dict=module_gradients_dict)
 
     @override(DQNTorchLearner)
-    def after_gradient_based_update(self, *, timesteps) -> None:
-        # super(DQNLearner, self) on purpose: it skips DQNLearner's own after_gradient_based_update
-        # (a target sync every target_network_update_freq steps) and runs Learner's; TD3 moves
-        # the targets by tau right after each actor step instead (below).
-        super(DQNLearner, self).after_gradient_based_update(timesteps=timesteps)
+    def apply_gradients(self, gradients_dict) -> None:
+        """RLlib's step of every optimizer, with one finiteness check for all gradients instead
+        of one per parameter (RLlib's own path, which zeroes non-finite values with a warning,
+        runs whenever a gradient is not finite); then the targets move if the actor stepped -
+        per update, so that several updates in one ``update()`` call (minibatches) each see
+        the targets the previous one left."""
+        grads = list(gradients_dict.values())
+        if (self._grad_scalers is not None or self._lr_scheduler_classes is not None
+                or (not self.config.torch_skip_nan_gradients and not _all_finite(grads))):
+            super().apply_gradients(gradients_dict)
+        else:
+            for pid, grad in gradients_dict.items():
+                self._params[pid].grad = grad
+            for module_id, names in self._module_optimizers.items():
+                for name in names:
+                    self.get_optimizer(module_id, name).step()
+        self._update_targets()
+
+    def _update_targets(self) -> None:
+        """theta_targ <- tau theta + (1 - tau) theta_targ for pi, Q1, Q2 after an actor step."""
         for module_id, module in self.module._rl_modules.items():
             if not self._actor_updated.get(module_id, False):
                 continue
             tau = self.config.get_config_for_module(module_id).tau
             for main, target in module.unwrapped().get_target_network_pairs():
-                update_target_network(main_net=main, target_net=target, tau=tau)
-            self.metrics.log_value((module_id, NUM_TARGET_UPDATES), 1, reduce="lifetime_sum")
+                polyak_update(main, target, tau)
+            self._pending_target_updates[module_id] += 1
             self._actor_updated[module_id] = False
+
+    @override(DQNTorchLearner)
+    def _log_steps_trained_metrics(self, batch) -> None:
+        # RLlib calls this per minibatch, each carrying the whole call's env steps; count each
+        # minibatch's rows once and log them once per call (after_gradient_based_update)
+        for module_id, module_batch in batch.policy_batches.items():
+            self._pending_steps[module_id] += len(module_batch)
+
+    @override(DQNTorchLearner)
+    def after_gradient_based_update(self, *, timesteps) -> None:
+        # super(DQNLearner, self) on purpose: it skips DQNLearner's own after_gradient_based_update
+        # (a target sync every target_network_update_freq steps) and runs Learner's; TD3 moves
+        # the targets by tau right after each actor step instead (apply_gradients).
+        super(DQNLearner, self).after_gradient_based_update(timesteps=timesteps)
+        if self._pending_steps:
+            super()._log_steps_trained_metrics(_Counted(dict(self._pending_steps)))
+            self._pending_steps.clear()
+        for module_id, metrics in self._pending_metrics.items():
+            self.metrics.log_dict(metrics, key=module_id, window=1)
+        self._pending_metrics.clear()
+        for module_id, n in self._pending_target_updates.items():
+            self.metrics.log_value((module_id, NUM_TARGET_UPDATES), n, reduce="lifetime_sum")
+        self._pending_target_updates.clear()
 
     @override(DQNTorchLearner)
     def get_state(self, *args, **kwargs):
@@ -443,7 +523,90 @@ class TD3TorchLearner(DQNTorchLearner):
             self._updates = defaultdict(int, state["td3_updates"])
 
 
-__all__ = ["TD3", "TD3Config", "TD3TorchLearner", "TD3TorchRLModule"]
+def _is_flat_buffer(kind) -> bool:
+    from .replay import FlatEpisodeReplayBuffer
+
+    return kind == FLAT_BUFFER or (isinstance(kind, type) and issubclass(kind, FlatEpisodeReplayBuffer))
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True only if every value of every tensor is finite, with one cheap check: the sum of all
+    values (NaN and inf propagate into it; torch's ``isfinite`` is a slow scalar loop on CPU).
+    A sum that overflows though every value is finite says False: the caller then runs the
+    exact per-tensor check, so the answer only costs time, never correctness."""
+    if not tensors:
+        return True
+    return bool(torch.cat([t.reshape(-1) for t in tensors]).sum().isfinite())
+
+
+@torch.no_grad()
+def polyak_update(main: nn.Module, target: nn.Module, tau: float) -> None:
+    """RLlib's ``update_target_network`` (every state_dict entry, buffers too:
+    ``tau * main + (1 - tau) * target``), as three foreach ops over all entries instead of a new
+    state dict and ``load_state_dict``; the same float32 operations, so bit-identical (tested)."""
+    m, t = main.state_dict(keep_vars=True), target.state_dict(keep_vars=True)
+    if m.keys() != t.keys() or not all(v.is_floating_point() for v in t.values()):
+        return update_target_network(main_net=main, target_net=target, tau=tau)
+    targets = [v.detach() for v in t.values()]
+    scaled = torch._foreach_mul([m[k].detach() for k in t], tau)
+    torch._foreach_mul_(targets, 1 - tau)
+    torch._foreach_add_(targets, scaled)
+
+
+def reference_update(module: TD3TorchRLModule, critic_opt: torch.optim.Optimizer,
+                     actor_opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
+                     actor_step: bool, gamma: float, tau: float, target_noise: float,
+                     target_noise_clip: float) -> dict[str, float]:
+    """One TD3 update in plain torch, operation for operation what :class:`TD3TorchLearner`
+    computed before issue #20 (one ``learner_group.update`` call per update, torch's default
+    Adam, RLlib's ``update_target_network``): the reference its equivalence tests and
+    ``benchmarks/floor.py --numerics`` compare the learner with. ``critic_opt`` holds both
+    critics' parameters, ``actor_opt`` the actor's. Returns the losses."""
+    obs, actions, nxt = batch[Columns.OBS], batch[Columns.ACTIONS], batch[Columns.NEXT_OBS]
+    q1, q2 = module.qf(obs, actions), module.qf_twin(obs, actions)
+    with torch.no_grad():
+        a = module.target_pi(nxt)
+        noise = (target_noise * torch.randn_like(a)).clamp(-target_noise_clip, target_noise_clip)
+        a = (a + noise).clamp(-1.0, 1.0)
+        q_next = torch.min(module.target_qf(nxt, a), module.target_qf_twin(nxt, a))
+    not_done = 1.0 - batch[Columns.TERMINATEDS].float()
+    target = (batch[Columns.REWARDS] + gamma ** batch["n_step"] * not_done * q_next).detach()
+    w = batch["weights"]
+    critic_loss = (w * (q1 - target) ** 2).mean() + (w * (q2 - target) ** 2).mean()
+    total, out = critic_loss, {QF_LOSS_KEY: critic_loss.item()}
+    if actor_step:
+        frozen = list(module.qf.parameters())
+        for p in frozen:
+            p.requires_grad_(False)
+        actor_loss = -module.qf(obs, module.pi(obs)).mean()
+        for p in frozen:
+            p.requires_grad_(True)
+        total = total + actor_loss
+        out[POLICY_LOSS_KEY] = actor_loss.item()
+    critic_opt.zero_grad(set_to_none=True)
+    actor_opt.zero_grad(set_to_none=True)
+    total.backward()
+    critic_opt.step()
+    actor_opt.step()
+    if actor_step:
+        for main, tgt in ((module.pi, module.target_pi), (module.qf, module.target_qf),
+                          (module.qf_twin, module.target_qf_twin)):
+            update_target_network(main_net=main, target_net=tgt, tau=tau)
+    return out
+
+
+class _Counted:
+    """What Learner._log_steps_trained_metrics reads of a batch: rows per module, env steps."""
+
+    def __init__(self, rows: dict[str, int]) -> None:
+        self.policy_batches = {mid: range(n) for mid, n in rows.items()}
+        self._env_steps = sum(rows.values())
+
+    def env_steps(self) -> int:
+        return self._env_steps
+
+
+__all__ = ["TD3", "TD3Config", "TD3TorchLearner", "TD3TorchRLModule", "polyak_update", "reference_update"]
 
 
 class SpikingTD3(SpikingStateMixin, TD3):
@@ -462,6 +625,10 @@ class _TD3Own(Strict):
     target_noise_clip: float = Field(0.5, ge=0.0, description="clip of the smoothing noise")
     policy_delay: int = Field(2, ge=1, description="one actor + target update per this many critic updates")
     grad_clip: float | None = Field(None, gt=0.0, description="clip each network's global grad norm")
+    adam: Literal["fused", "foreach", "loop"] = Field(
+        "fused", description="torch's Adam implementation: fused (fastest; rounds differently "
+        "from loop, float32 rounding only), foreach or loop (torch's CPU default; bit-identical "
+        "to each other)")
 
 
 class TD3Params(ReplayParams, _TD3Own):
@@ -481,7 +648,7 @@ def build(cfg) -> tuple[TD3Config, type]:
         actor_lr=a.actor_lr, critic_lr=a.critic_lr, gamma=a.gamma, tau=a.tau,
         policy_delay=a.policy_delay, target_noise=a.target_noise,
         target_noise_clip=a.target_noise_clip, exploration_noise=a.exploration_noise,
-        train_batch_size_per_learner=a.train_batch_size, grad_clip=a.grad_clip,
+        train_batch_size_per_learner=a.train_batch_size, grad_clip=a.grad_clip, adam=a.adam,
         num_steps_sampled_before_learning_starts=a.learning_starts,
         training_intensity=a.training_intensity(cfg.runners.num_env_runners),
         replay_buffer_config=a.buffer_config(),

@@ -40,7 +40,7 @@ from .fused import _reduce_like
 SOURCE = Path(__file__).with_name("lif_kernel.cpp")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
 FAMILIES = {"fast_sigmoid": 0, "sigmoid": 1, "atan": 2}
-ABI = 3  # snnlab_lif_abi() of lif_kernel.cpp: bumped whenever an entry point's arguments change
+ABI = 4  # snnlab_lif_abi() of lif_kernel.cpp: bumped whenever an entry point's arguments change
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -133,6 +133,10 @@ def _load() -> ctypes.CDLL | None:
             getattr(lib, f"snnlab_lif_backward_{d}").argtypes = [
                 c_int, ptr, ptr, ptr, ptr, ctypes.c_double, ptr, i64, ptr, i64, ptr, c_int, ptr,
                 ptr, ptr, i64, i64, i64, c_int]
+            getattr(lib, f"snnlab_spike_linear_forward_{d}").argtypes = [
+                ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
+            getattr(lib, f"snnlab_spike_linear_grad_weight_{d}").argtypes = [
+                ptr, ptr, ptr, i64, i64, i64, c_int]
         _lib.append(lib)
         return lib
 
@@ -222,6 +226,57 @@ class CppLIFSequence(torch.autograd.Function):
                 _reduce_like(g_beta.unsqueeze(0), beta) if need_beta else None,
                 _reduce_like(g_theta.unsqueeze(0), theta) if need_theta else None,
                 None, None, None, None)
+
+
+class SpikeLinear(torch.autograd.Function):
+    """``x W^T + b`` for a spike train ``x`` [M, K] (mostly zeros): the forward adds, per row, the
+    weight columns of the inputs that fired (C++ kernel); the backward computes ``dL/dx = g W``
+    as torch does (a dense product: every input needs its gradient) and ``dL/dW = g^T x`` by
+    adding each row of ``g`` into the columns of the inputs that fired. The same sums as the
+    dense Linear in another order: equal to float32 rounding, not bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None):  # type: ignore[override]
+        xc = x.detach().contiguous()
+        wt = weight.detach().t().contiguous()
+        M, K = xc.shape
+        N = wt.shape[1]
+        out = xc.new_empty(M, N)
+        b = None if bias is None else bias.detach().contiguous()
+        getattr(_lib[0], f"snnlab_spike_linear_forward_{_DTYPES[xc.dtype]}")(
+            xc.data_ptr(), wt.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(),
+            M, K, N, torch.get_num_threads())
+        ctx.save_for_backward(xc, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g = g.contiguous()
+        g_x = g.mm(weight) if need_x else None
+        g_w = None
+        if need_w:
+            M, K = x.shape
+            N = g.shape[1]
+            gwt = g.new_empty(K, N)
+            getattr(_lib[0], f"snnlab_spike_linear_grad_weight_{_DTYPES[x.dtype]}")(
+                x.data_ptr(), g.data_ptr(), gwt.data_ptr(), M, K, N, torch.get_num_threads())
+            g_w = gwt.t().contiguous()
+        g_b = g.sum(0) if need_b and ctx.has_bias else None
+        return g_x, g_w, g_b
+
+
+def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` for a spike train ``x`` [..., K] by the sparse kernels
+    (:class:`SpikeLinear`) where they apply (check :func:`supports` and :func:`available`),
+    else ``F.linear``."""
+    if not (supports(x) and x.dtype == weight.dtype and available()):
+        return torch.nn.functional.linear(x, weight, bias)
+    shape = x.shape
+    out = SpikeLinear.apply(x.reshape(-1, shape[-1]), weight, bias)
+    return out.view(*shape[:-1], out.shape[-1])
 
 
 def usable(current: Tensor, family: str) -> bool:

@@ -18,11 +18,13 @@ from typing import Literal, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import cpp
 from .neurons import LIF, Backend, NeuronInit
 from .surrogate import Surrogate, check_slope, get_slope, set_slope
 
 Readout = Literal["spikes", "membrane"]
 WeightInit = Literal["threshold_scaled", "torch_default"]
+SpikeMatmul = Literal["dense", "sparse"]
 
 
 @dataclass
@@ -44,6 +46,8 @@ class SpikingMLPConfig:
     weight_init: WeightInit = "threshold_scaled"
     init_gain: float = 2.0
     backend: Backend = "cpp"
+    #: the Linear layers fed by spikes: torch's dense matmul, or (cpp backend) the sparse kernel
+    spike_matmul: SpikeMatmul = "dense"
 
 
 class NetOutput(NamedTuple):
@@ -63,7 +67,11 @@ class SpikingMLP(nn.Module):
         if cfg.readout not in ("spikes", "membrane"):
             raise ValueError(f"readout must be 'spikes' or 'membrane', got {cfg.readout!r}")
         check_slope(cfg.slope)
+        if cfg.spike_matmul not in ("dense", "sparse"):
+            raise ValueError(f"spike_matmul must be 'dense' or 'sparse', got {cfg.spike_matmul!r}")
         self.cfg = cfg
+        # sparse: Linear layers fed by spikes run cpp.spike_linear (where the cpp LIF kernel runs)
+        self._sparse = cfg.spike_matmul == "sparse" and cfg.backend == "cpp"
         self.num_steps = cfg.num_steps
         #: per-layer spike rates of the latest forward (detached; diagnostics only, never state)
         self.last_rates: list[Tensor] = []
@@ -136,7 +144,10 @@ class SpikingMLP(nn.Module):
             if i > 0:
                 lin = self.linears[i]
                 S, B = x.shape[:2]
-                x = lin(x.reshape(S * B, -1)).view(S, B, -1)
+                if self._sparse:  # x: the previous layer's spikes
+                    x = cpp.spike_linear(x.reshape(S * B, -1), lin.weight, lin.bias).view(S, B, -1)
+                else:
+                    x = lin(x.reshape(S * B, -1)).view(S, B, -1)
             run = lif.forward_counts if count_last and i == last else lif
             spikes, mems = run(x, None if state is None else state[i], steps if i == 0 else None)
             new_state.append(mems[-1])
