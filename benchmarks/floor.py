@@ -675,7 +675,7 @@ def main() -> None:
     if "td3" in paths or "ppo" in paths:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         ray_up = True
     if "td3" in paths:
         algo = td3_algo()

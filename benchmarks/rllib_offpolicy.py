@@ -16,8 +16,9 @@ actor and critics [64, 64].
 
 Reported per iteration (median after the first): sampling env steps/s (RLlib's
 env_runner_sampling_timer), one learner update and one replay-buffer sample (RLlib's timers,
-a moving average per call; TD3 makes a round's updates in one call, so its update timer is
-divided by the updates per round), the whole iteration and env steps/s over it.
+a moving average per call; TD3 makes a round's updates in one call and draws their batches at
+once, so both timers are divided by the updates per call), the whole iteration and env steps/s
+over it.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="env steps per iteration")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     print(f"{ENV_ID}: {args.steps} env steps per iteration, {RATIO} updates of 256 per env step")
     for name in args.algos.split(","):
         for n in (int(x) for x in args.num_envs.split(",")):
@@ -124,7 +125,7 @@ def main() -> None:
                     per_call = updates_per_call(algo, calls)
                     rows.append((FRAGMENT * n / t["env_runner_sampling_timer"],  # per sample call
                                  1000 * t.get("learner_update_timer", float("nan")) / per_call,
-                                 1000 * t.get("replay_buffer_sampling_timer", float("nan")),
+                                 1000 * t.get("replay_buffer_sampling_timer", float("nan")) / per_call,
                                  r["time_this_iter_s"], steps / r["time_this_iter_s"]))
                 algo.stop()
                 rest = rows[1:] or rows
