@@ -150,6 +150,19 @@ def steps_of(sweep: Sweep) -> int:
     return run_steps(sweep.kind, sweep.base)
 
 
+def _trial_space(sweep: Sweep, wandb_mode: str, axes: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
+    """A Tune param space of trial configs: the sweep's name and base, ``axes`` (setting, params,
+    seed), the gradient diagnostics (applied per trial to the seeds they name) and the W&B entry;
+    and that entry (None without W&B)."""
+    space = {"sweep": sweep.spec.name, "base": sweep.base, **axes}
+    if sweep.spec.diagnostics is not None:
+        space["diagnostics"] = sweep.spec.diagnostics.model_dump()
+    wandb = wandb_entry(sweep, wandb_mode)
+    if wandb is not None:
+        space["wandb"] = wandb
+    return space, wandb
+
+
 def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, SyncConfig, TuneConfig, Tuner
@@ -162,17 +175,11 @@ def build_tuner(sweep: Sweep, storage: str, wandb_mode: str, verbose: int):
         ckpt = CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True)
     else:
         ckpt = CheckpointConfig(num_to_keep=2)
-    param_space = {
-        "sweep": spec.name, "base": sweep.base,
+    param_space, wandb = _trial_space(sweep, wandb_mode, {
         "setting": tune.grid_search(sweep.grid_settings),
         "params": {k: tune.grid_search(v) for k, v in spec.params.items()},
         "seed": tune.grid_search(sweep.seeds),  # a study shard's seeds only
-    }
-    if spec.diagnostics is not None:  # applied per trial to the seeds it names
-        param_space["diagnostics"] = spec.diagnostics.model_dump()
-    wandb = wandb_entry(sweep, wandb_mode)
-    if wandb is not None:
-        param_space["wandb"] = wandb
+    })
     return Tuner(
         trainable,
         param_space=param_space,
@@ -227,14 +234,8 @@ def build_population_tuner(sweep: Sweep, setting: dict, params: dict, seed: int,
     from .trainables import trainable_for
 
     spec, pop = sweep.spec, setting["population"]
-    param_space = {"sweep": spec.name, "base": sweep.base,
-                   "setting": tune.grid_search(member_settings(setting, seed)),
-                   "params": dict(params), "seed": seed}
-    if spec.diagnostics is not None:
-        param_space["diagnostics"] = spec.diagnostics.model_dump()
-    wandb = wandb_entry(sweep, wandb_mode)
-    if wandb is not None:
-        param_space["wandb"] = wandb
+    param_space, wandb = _trial_space(sweep, wandb_mode, {
+        "setting": tune.grid_search(member_settings(setting, seed)), "params": dict(params), "seed": seed})
     return Tuner(
         trainable_for(sweep),
         param_space=param_space,
