@@ -1,5 +1,7 @@
 import os
 import tempfile
+import time
+import warnings
 
 import pytest
 import torch
@@ -33,18 +35,74 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+RAY_CPUS = 2
+
+
+def _start_ray():
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
+             configure_logging=False)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session (ray.init is slow on 2 cores)."""
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
-             configure_logging=False)
+    _start_ray()
     yield ray
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _ray_left_clean(request):
+    """After a test that used Ray: the instance runs a task and has every CPU free again within a
+    minute, or the next test gets a fresh instance.
+
+    A test that fails half-way (an Algorithm that raised while its actors were starting) can
+    leave actors holding the instance's CPUs; the next test's EnvRunner would then wait for a
+    CPU forever. Such a leak is reported as a warning and the instance restarted, so one
+    failure stays one failure."""
+    yield
+    if "ray_session" not in request.fixturenames:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    problem = _ray_problem(ray)
+    if problem:
+        warnings.warn(f"{request.node.nodeid}: {problem}; Ray restarted for the next test")
+        ray.shutdown()
+        _start_ray()
+
+
+_NOOP = []
+
+
+def _noop_task(ray):
+    """A zero-CPU Ray task that does nothing (made once: each new remote function is exported)."""
+    if not _NOOP:
+        # a lambda: pickled by value (a worker cannot import this test package by name)
+        _NOOP.append(ray.remote(num_cpus=0)(lambda: None))
+    return _NOOP[0]
+
+
+def _ray_problem(ray, wait_s: float = 60.0) -> str | None:
+    """Why the shared Ray instance is not fit for the next test (None: it is): it does not run a
+    zero-CPU task within ``wait_s``, or not all of its CPUs are free again within ``wait_s``."""
+    try:
+        ray.get(_noop_task(ray).remote(), timeout=wait_s)
+    except Exception as e:  # a dead raylet, a lost GCS: whatever it is, the instance is unusable
+        return f"Ray did not run a task ({type(e).__name__}: {e})"
+    deadline = time.monotonic() + wait_s
+    while (free := ray.available_resources().get("CPU", 0.0)) < RAY_CPUS:
+        if time.monotonic() > deadline:
+            return f"{RAY_CPUS - free:g} of {RAY_CPUS} Ray CPUs still held after the test ended"
+        time.sleep(0.5)
+    return None
 
 
 @pytest.fixture(scope="session")
