@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "snnlab"
 
 #: group -> layer (lower imports nothing above it)
 LAYERS = {
-    "spiking": 0, "schedules": 0, "diagnostics": 0, "energy": 0, "rundir": 0, "study_files": 0,
+    "spiking": 0, "schedules": 0, "diagnostics": 0, "energy": 0, "energy_check": 0, "rundir": 0, "study_files": 0,
     "config": 1, "quadrotor": 1,
     "wandb_utils": 2,
     "supervised": 3, "rl": 3,
@@ -133,6 +133,7 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("module, absent", [
     ("snnlab.energy", ("ray", "lightning")),
+    ("snnlab.energy_check", ("ray", "lightning", "neurobench")),
     ("snnlab.config", ("ray", "lightning")),
     ("snnlab.quadrotor.bc_data", ("ray", "lightning", "torch")),
     ("snnlab.quadrotor.fly", ("ray", "lightning")),
