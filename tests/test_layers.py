@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "snnlab"
 
 #: group -> layer (lower imports nothing above it)
 LAYERS = {
-    "spiking": 0, "schedules": 0, "diagnostics": 0, "energy": 0, "energy_check": 0, "rundir": 0, "study_files": 0,
+    "spiking": 0, "schedules": 0, "diagnostics": 0, "energy": 0, "energy_check": 0, "precision": 0, "rundir": 0, "study_files": 0,
     "config": 1, "quadrotor": 1,
     "wandb_utils": 2,
     "supervised": 3, "rl": 3,

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from ..config import (DiagnosticsConfig, FixedSlopeConfig, LoggingConfig, ModelConfig, Seed, SlopeConfig, Strict,
                       _fixed_if_no_kind, check_finite)
 from ..energy import NetShape
+from ..precision import Precision
 from .modules import obs_dim
 from .registry import REGISTRY
 
@@ -103,6 +104,10 @@ class RunnersConfig(Strict):
         "run one); null: torch's default. 1 avoids OpenMP stalls when another process shares the "
         "cores (measured on 2 cores with one busy: TD3's batch-256 update 5 ms with 1 thread, "
         "250-600 ms with 2; PPO CartPole's learner 0.6 s vs 10 s per iteration)")
+    precision: Precision = Field(
+        "32-true", description="the Learner's updates: 32-true, or bf16-mixed (forward, loss and backward "
+        "under torch.autocast(bfloat16); weights, optimizer and LIF dynamics fp32; EnvRunners act in "
+        "fp32; measured: docs/benchmarks.md)")
 
 
 class EvaluationConfig(Strict):

@@ -31,6 +31,7 @@ import yaml
 
 from ..quadrotor.env import ENV_ID, make_quadrotor
 from ..rundir import next_version_dir
+from ..precision import check_precision
 from .callbacks import CALLBACKS, DIAGNOSTICS_KEY, FULL_EPISODES_KEY, SCHEDULE_KEY, iteration_score
 from .config import RLConfig
 from .registry import REGISTRY
@@ -73,6 +74,11 @@ def build_algorithm_config(cfg: RLConfig):
         .learners(learner_config_dict={SCHEDULE_KEY: cfg.slope.model_dump(),
                                        DIAGNOSTICS_KEY: cfg.diagnostics.model_dump()})
     )
+    if cfg.runners.precision != "32-true":
+        from .precision import autocast_learner
+
+        check_precision(cfg.runners.precision, "runners.precision")
+        config = config.learners(learner_class=autocast_learner(config.get_default_learner_class()))
     if cfg.evaluation.interval:
         config = config.evaluation(evaluation_interval=cfg.evaluation.interval,
                                    evaluation_duration=cfg.evaluation.episodes,

@@ -148,6 +148,8 @@ class SpikingMLP(nn.Module):
                     x = cpp.spike_linear(x.reshape(S * B, -1), lin.weight, lin.bias).view(S, B, -1)
                 else:
                     x = lin(x.reshape(S * B, -1)).view(S, B, -1)
+            if x.dtype != torch.float32:  # mixed precision: bf16 matmuls, the LIF dynamics in fp32
+                x = x.float()
             run = lif.forward_counts if count_last and i == last else lif
             spikes, mems = run(x, None if state is None else state[i], steps if i == 0 else None)
             new_state.append(mems[-1])

@@ -10,6 +10,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from ..config import (DiagnosticsConfig, FixedSlopeConfig, LoggingConfig, ModelConfig, Seed, SlopeConfig, Strict,
                       _fixed_if_no_kind, check_finite)
 from ..energy import NetShape
+from ..precision import Precision
 
 class DataConfig(Strict):
     name: Literal["digits", "mnist", "fashion_mnist"] = "digits"
@@ -103,6 +104,9 @@ class TrainerConfig(Strict):
     deterministic: bool = True
     log_every_n_steps: int = Field(10, gt=0)
     progress_bar: bool = True
+    precision: Precision = Field("32-true", description="Lightning's precision: 32-true, or bf16-mixed "
+                                 "(bf16 matmuls under torch.autocast, LIF dynamics and weights in fp32; "
+                                 "measured: docs/benchmarks.md)")
 
 
 

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from .config import SupervisedConfig
 from ..rundir import next_version_dir
+from ..precision import check_precision
 from .callbacks import GradientDiagnosticsCallback, SlopeScheduleCallback
 from .data import make_datamodule
 from .module import SpikingClassifier
@@ -102,15 +103,16 @@ def build_trainer(cfg: SupervisedConfig, slope_cb: SlopeScheduleCallback, callba
                   root_dir: str | Path) -> L.Trainer:
     """The ``lightning.Trainer`` of a supervised run, for ``snnlab train`` and sweep trials alike.
 
-    The config's trainer settings (epochs, accelerator, devices, determinism, logging
+    The config's trainer settings (epochs, accelerator, precision, devices, determinism, logging
     interval), no model summary, and the callbacks in this order: the task's own
     (:func:`task_callbacks`: behaviour cloning's flights, which log the score), the slope
     schedule, the gradient diagnostics (:func:`diagnostics_callbacks`), then ``callbacks``
     (Lightning runs any ``ModelCheckpoint`` among them last). ``logger``: loggers or False;
     ``checkpointing``: Lightning's checkpointing (False: no ``ModelCheckpoint`` allowed).
     """
+    check_precision(cfg.trainer.precision, "trainer.precision")
     return L.Trainer(
-        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
+        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, precision=cfg.trainer.precision,
         devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_progress_bar=progress, enable_model_summary=False,
