@@ -47,6 +47,24 @@ def test_paper_part1_budgets_scale_the_same_grid():
     assert load_study(STUDY, "smoke").sweeps["rl"].base["stop"]["target_return"] is None
 
 
+def test_shipped_pbt_study_and_the_decisive_drone_budget():
+    """sweeps/pbt_vs_schedules.yaml: every arm scored by evaluation (RL), equal seeds; the drone
+    study's decisive budget: 6 seeds, 400k env steps, all 8 BC settings at 30 epochs."""
+    pbt = load_study(REPO / "sweeps" / "pbt_vs_schedules.yaml")
+    for w, sw in pbt.sweeps.items():
+        assert sw.spec.seeds == [0, 1, 2, 3, 4, 5]
+        assert [s["label"] for s in sw.spec.settings][-1] == "pbt"
+        assert len(sw.trials()) == 6 * (8 + 6)  # 8 settings + a population of 6 per seed
+    assert pbt.sweeps["rl"].base["evaluation"]["interval"] == 1
+    smoke = load_study(REPO / "sweeps" / "pbt_vs_schedules.yaml", "smoke")
+    assert {w: len(s.trials()) for w, s in smoke.sweeps.items()} == {"supervised": 14, "rl": 14}
+    dec = load_study(REPO / "sweeps" / "paper_part1_drone.yaml", "decisive", seeds=[0])
+    assert dec.seeds == [0] and dec.sweeps["rl"].base["stop"]["iterations"] == 20
+    assert dec.sweeps["supervised"].base["trainer"]["max_epochs"] == 30
+    assert [len(s.spec.settings) for s in dec.sweeps.values()] == [8, 5]
+    assert all(s.spec.seeds == [0, 1, 2, 3, 4, 5] for s in dec.sweeps.values())
+
+
 @pytest.mark.parametrize("sections, budget, message", [
     ({}, "huge", "--budget 'huge' is not defined; allowed: none"),
     ({"budgets": {"smoke": {"rl": {"seeds": [0]}}}}, None, "budgets.smoke.rl: the study has no `rl` section"),
@@ -237,6 +255,27 @@ def test_supervised_claim_is_judged_as_equivalence():
     assert v == "inconclusive" and "too few paired seeds (< 6) for fixed-k1" in text
     assert verdict((0.001, 0.001, 0.001, 1.0), seeds=1)[0] == "inconclusive"  # one seed: no CI at all
     assert verdict((0.05, 0.03, 0.07, 0.03))[0] == "disagrees"          # beyond the band, significant
+
+
+def test_claims_leave_populations_out():
+    """A PBT arm is not one of the paper's settings: a significantly worse PBT best member (RL) or
+    one with too few seeds (supervised) changes no verdict and is not named in the claims."""
+    settings = {"fixed-k1": {"kind": "fixed", "k": 1}, "fixed-k100": {"kind": "fixed", "k": 100}}
+    worlds = {w: _SD(settings, ref, {"fixed-k1": a, "fixed-k100": b, "pbt": a})
+              for w, ref, a, b in (("supervised", 0.9, 0.95, 0.955), ("rl", 100.0, 200, 120))}
+    for sd in worlds.values():
+        sd.spec["settings"].append({"label": "pbt", "slope": {"kind": "fixed", "k": 1},
+                                    "population": {"kind": "pbt", "population": 6}})
+    sig_up, sig_down = (20.0, 5.0, 35.0, 0.03), (-20.0, -35.0, -5.0, 0.03)
+    sl = _cmp({"fixed-k1": {"auc": (0.0, -0.01, 0.01, 0.9), "final": (0.005, -0.01, 0.015, 0.5)},
+               "pbt": {"auc": (0.0, -0.01, 0.01, 0.9), "final": (0.005, -0.01, 0.015, 0.5)}})
+    sl.loc[1, "paired_seeds"] = 2
+    rl = _cmp({"fixed-k1": {"auc": sig_up, "best": sig_up, "stt": (-5.0, -8.0, -2.0, 0.03)},
+               "pbt": {"auc": sig_down, "best": sig_down, "stt": (5.0, 2.0, 8.0, 0.03)}})
+    rules = {"alpha": 0.05, "sl_tolerance": 0.02, "shallow_k": 2}
+    c = judge_claims(None, worlds, {"supervised": sl, "rl": rl}, rules)
+    assert list(c["verdict"][:4]) == ["agrees", "agrees", "agrees", "agrees"]
+    assert not c["this run"].str.contains("pbt").any()
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ from ..sweep.summary import (
     compare_to_reference,
     energy_cells,
     energy_note,
+    equal_compute_cells,
+    equal_compute_note,
     markdown_table,
+    population_arms,
     table_cells,
     table_note,
 )
@@ -209,9 +212,19 @@ def min_decisive_seeds(alpha: float) -> int:
     return n
 
 
+def _paper_settings(cmp: pd.DataFrame, sd: SweepData) -> pd.DataFrame:
+    """``cmp`` without the rows of population settings (PBT / PB2) of the sweep ``sd``."""
+    pops = {st["label"] for st in sd.spec.get("settings", []) if isinstance(st.get("population"), dict)}
+    if not pops or cmp is None or cmp.empty:
+        return cmp
+    return cmp[~cmp["setting"].isin(pops)].reset_index(drop=True)
+
+
 def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: dict[str, pd.DataFrame],
                  rules: dict[str, Any]) -> pd.DataFrame:
     """Each of the paper's Part-1 claims, this run's numbers, and a verdict by fixed rules.
+
+    Population settings (PBT / PB2) are left out of every claim (:func:`_paper_settings`).
 
     - Supervised, "no clear preference", judged as equivalence: *agrees* only if every setting's
       paired 95% CI of Δ final score against k_ref lies inside ``±sl_tolerance``, from at least
@@ -236,6 +249,10 @@ def judge_claims(grad: pd.DataFrame | None, worlds: dict[str, SweepData], cmps: 
     alpha, tol = float(rules.get("alpha", 0.05)), float(rules.get("sl_tolerance", 0.02))
     shallow, floor = float(rules.get("shallow_k", 2.0)), float(rules.get("cosine_floor", 0.2))
     rows = []
+    # the paper's claims are about its fixed slopes and schedules: a population (PBT / PB2, its best
+    # member picked after the run, N runs of compute) is not among them - it is read at equal
+    # compute in the report's "Compute" tables instead
+    cmps = {w: _paper_settings(df, worlds[w]) if w in worlds else df for w, df in cmps.items()}
 
     def add(claim, paper, this_run, verdict):
         rows.append({"claim": claim, "paper": paper, "this run": this_run, "verdict": verdict})
@@ -636,6 +653,12 @@ def render_study_report(study: StudyData, out: Path) -> dict[str, Path]:
         if not cmps[w].empty:
             intro, head, rows = comparison_cells(cmps[w])
             page.table(head, rows, note=intro)
+        arms = population_arms(sd.parts or sd.path)
+        if arms is not None:
+            page.p(f"{WORLD_TITLE[w]} - compute: schedules, populations and the fixed grid. The paper's "
+                   "claims above leave populations out (not the paper's settings; a best member is "
+                   "picked after the run from N runs).")
+            page.table(*equal_compute_cells(arms, sd.spec), note=equal_compute_note(sd.spec))
     missing = [w for w in ("supervised", "rl") if record.get("spec", {}).get(w) and w not in worlds]
     for w in missing:
         page.h2(WORLD_TITLE[w])
