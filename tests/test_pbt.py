@@ -494,11 +494,20 @@ def test_pbt_accounting_by_hand(tmp_path):
     assert per_seed.final_mean == pytest.approx(35.5) and per_seed.runs_per_seed == 2
     assert arms.loc["pbt: best member", "runs_per_seed"] == 3 and arms.loc["adaptive", "runs_per_seed"] == 1
     assert arms.loc["pbt: best member", "trial_s_per_seed"] == 2.0 * 9 and arms.loc["adaptive", "trial_s_per_seed"] == 6
+    # paired by seed against the grid's best k (fixed-k1: finals 30, 31) and PBT's best member (50, 51)
+    adaptive = arms.loc["adaptive"]  # finals 35, 35
+    assert adaptive.vs_grid_mean_diff == pytest.approx(np.mean([35 - 30, 35 - 31])) and adaptive.vs_grid_seeds == 2
+    assert adaptive.vs_grid_p_value == pytest.approx(0.5)  # 2 seeds, both positive: 2 / 2^2
+    assert adaptive.vs_pbt_mean_diff == pytest.approx(np.mean([35 - 50, 35 - 51]))
+    assert math.isnan(grid.vs_grid_mean_diff) and math.isnan(arms.loc["pbt: best member", "vs_pbt_mean_diff"])
+    assert per_seed.vs_grid_mean_diff == pytest.approx(np.mean([40 - 30, 31 - 31]))
     cmp = compare_to_reference(tmp_path).set_index("setting")  # the population's best member, by seed
     assert cmp.loc["pbt", "final_mean_diff"] == pytest.approx(np.mean([50 - 40, 51 - 20]))
     _, md = write_summary(tmp_path)
     assert "| pbt (best member) | 2 | 3 |" in md and "| pbt (member mean) | 2 | 3 |" in md
     assert "| fixed grid: best run per seed | 2 | 2 | 6 | 600 |" in md
+    assert "Δ final vs grid best k [95% CI] p" in md and "Δ final vs pbt best member [95% CI] p" in md
+    assert "| +4.5 [+4, +5] p=0.5 | -15.5 [-16, -15] p=0.5 |" in md  # the adaptive arm
     from snnlab.report.build import build_report
 
     files = build_report([tmp_path], tmp_path / "report")  # the report shows the same tables

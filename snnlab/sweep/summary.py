@@ -414,7 +414,11 @@ def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
       trial by final score - the grid's counterpart of a population's best member).
 
     Metrics are mean ± std over seeds of each seed's best, final and AUC; compute is the mean
-    over seeds of the steps (env steps, trial seconds) of all the arm's trials of a seed."""
+    over seeds of the steps (env steps, trial seconds) of all the arm's trials of a seed.
+
+    Paired by seed (:func:`paired_test` on the final score): every other arm against the grid's
+    best k (``vs_grid_*``: mean Δ final, 95% CI, exact p) and against each population's best
+    member (``vs_<label>_*``) - "does one run of a schedule do as well as 6 runs of tuning?"."""
     spec = read_spec(exp_dir)
     metric, mode = spec["metric"]["name"], spec["metric"]["mode"]
     curves = [c for c in load_curves(exp_dir, metric, spec.get("steps"))]
@@ -423,6 +427,7 @@ def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     pops = {s["label"] for s in spec["settings"] if isinstance(s.get("population"), dict)}
     fixed = [s["label"] for s in spec["settings"] if kinds.get(s["label"]) == "fixed"]
     rows = []
+    finals: dict[tuple[str, str], dict[int, float]] = {}  # (arm, params) -> seed -> final score
     for params in sorted({json.dumps(c.params, sort_keys=True) for c in curves}):
         mine = [c for c in grid_best + means if json.dumps(c.params, sort_keys=True) == params]
 
@@ -443,6 +448,7 @@ def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             ms = [_seed_metrics(v[0], mode) for v in ok.values()]
             for key in ("best", "final", "auc"):
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in ms])
+            finals[(name, params)] = {s: m["final"] for s, m in zip(ok, ms)}
             rows.append(row)
 
         def by_seed(setting: str) -> dict[int, TrialCurve]:
@@ -472,6 +478,19 @@ def equal_compute(exp_dir: str | Path | Sequence[str | Path]) -> pd.DataFrame:
                 arm("fixed grid: best run per seed",
                     {seed: (max((grid[lb][seed] for lb in fixed), key=_final_key(mode)), compute[seed])
                      for seed in seeds}, float(len(fixed)))
+    anchors = [("vs_grid", lambda a: a.startswith("fixed grid: best k by mean final"))]
+    anchors += [(f"vs_{label}", lambda a, lb=label: a == f"{lb}: best member") for label in sorted(pops)]
+    for row in rows:
+        params = row.get("params", "{}")
+        for prefix, is_anchor in anchors:
+            anchor = next((a for (a, p) in finals if p == params and is_anchor(a)), None)
+            if anchor is None or anchor == row["arm"]:
+                continue
+            mine, ref = finals[(row["arm"], params)], finals[(anchor, params)]
+            t = paired_test([mine[s] - ref[s] for s in sorted(set(mine) & set(ref))])
+            row[f"{prefix}_seeds"] = t["n"]
+            for k in ("mean_diff", "ci_low", "ci_high", "p_value"):
+                row[f"{prefix}_{k}"] = t[k]
     return pd.DataFrame(rows)
 
 
@@ -481,6 +500,8 @@ def equal_compute_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[l
     head = ["arm"] + (["params"] if "params" in df else []) + ["seeds", "runs per seed", f"{unit} per seed"]
     head += ["env steps per seed"] if "env_steps_per_seed" in df else []
     head += ["trial-s per seed", f"best {metric}", f"final {metric}", f"AUC ({metric})"]
+    vs = [c[: -len("_mean_diff")] for c in df.columns if c.startswith("vs_") and c.endswith("_mean_diff")]
+    head += [f"Δ final vs {'grid best k' if v == 'vs_grid' else v[3:] + ' best member'} [95% CI] p" for v in vs]
     rows = []
     for _, r in df.iterrows():
         cells = [r["arm"]] + ([r["params"]] if "params" in df else [])
@@ -489,6 +510,10 @@ def equal_compute_cells(df: pd.DataFrame, spec: dict) -> tuple[list[str], list[l
             cells.append(_fmt(r.get("env_steps_per_seed", math.nan)))
         cells.append(_fmt(r.get("trial_s_per_seed", math.nan)))
         cells += [_pm(r[f"{k}_mean"], r[f"{k}_std"]) for k in ("best", "final", "auc")]
+        for v in vs:
+            m = r.get(f"{v}_mean_diff", math.nan)
+            cells.append("-" if pd.isna(m) else f"{m:+.4g} [{r[f'{v}_ci_low']:+.3g}, {r[f'{v}_ci_high']:+.3g}] "
+                         f"p={r[f'{v}_p_value']:.3g}")
         rows.append([str(c) for c in cells])
     return head, rows
 
@@ -500,7 +525,8 @@ def equal_compute_note(spec: dict) -> str:
             "(RL), trial-s = the trials' training seconds. A population of N members costs N runs; the "
             "fixed grid costs one run per fixed setting, its best k chosen after seeing every seed's "
             "result (an optimistic choice) and its best run per seed the counterpart of a population's "
-            "best member. Metrics: mean ± std over seeds.")
+            "best member. Metrics: mean ± std over seeds. Δ final: paired by seed against the grid's best "
+            "k (and a population's best member), bootstrap 95% CI and exact sign-flip p.")
 
 
 def rates_from_last(last: dict[str, float]) -> list[float] | None:
