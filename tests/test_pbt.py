@@ -145,6 +145,42 @@ def _fake_trial(config: dict):
     return _FakeTrial(config)
 
 
+def test_pbt_synch_never_leaves_every_member_waiting():
+    """Tune 2.60's synch PBT can set the next sync step to where every live member already is
+    (after a --resume: the scheduler restarts from its initial state while the members are far
+    along, then the laggards exploit the leaders); no member is then behind it, so none is ever
+    chosen again and the run hangs. snnlab's scheduler moves the step past the furthest member."""
+    from types import SimpleNamespace
+
+    from snnlab.sweep.population import scheduler
+
+    sched = scheduler(load_sweep_setting({**PBT, "perturbation_interval": 2})["population"], "score", "max")
+
+    class T(_FakeTrial):
+        def __init__(self, name, status):
+            super().__init__({}, name)
+            self.status = status
+
+        def is_finished(self):
+            return self.status in ("TERMINATED", "ERROR")
+
+    trials = [T("m0", "PAUSED"), T("m1", "PAUSED"), T("m2", "TERMINATED"), T("m3", "TERMINATED")]
+    for t, time_ in zip(trials, (5, 5, 6, 6)):
+        sched._trial_state[t] = SimpleNamespace(last_train_time=time_)
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    sched._next_perturbation_sync = 5  # what Tune computed: max(next + interval, latest step)
+    chosen = sched.choose_trial_to_run(controller)
+    assert chosen is trials[0] and sched._next_perturbation_sync == 6  # the next multiple of 2 past 5
+    # the normal wait is untouched: a member behind the sync step runs, the others wait for it
+    trials[1].status = "PAUSED"
+    sched._trial_state[trials[1]].last_train_time = 3
+    sched._next_perturbation_sync = 4
+    assert sched.choose_trial_to_run(controller) is trials[1] and sched._next_perturbation_sync == 4
+    # and while a member runs, nothing moves: its result decides
+    trials[1].status = "RUNNING"
+    assert sched.choose_trial_to_run(controller) is None and sched._next_perturbation_sync == 4
+
+
 def test_pbt_explore_stays_in_bounds_in_log_space():
     """Ray's PBT explore (x/÷ f or a log-uniform resample) with snnlab's clip: k never leaves
     [k_min, k_max]; unclipped steps are exactly +-ln f in log k; the member keeps its identity."""

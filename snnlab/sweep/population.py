@@ -158,7 +158,13 @@ class _MemberScheduler:
     - the scheduler's random choices (who copies whom, x or ÷ f, resampling: Python's ``random``;
       PB2's acquisition and Tune's resampling: numpy's global RNG) come from its own generators,
       seeded by ``seed``, so they do not depend on what else in the driver draws from those
-      global generators - with ``synch: true`` a population repeats."""
+      global generators - with ``synch: true`` a population repeats;
+    - with ``synch: true``, when every live member waits for a synchronisation step that none is
+      behind, the step moves past the furthest member (:meth:`choose_trial_to_run`). Tune 2.60 sets it to ``max(next + interval, latest step)``;
+      after ``--resume`` (the scheduler restarts from its initial state while members are far
+      along) that can equal the step every member is at once the laggards exploited the
+      leaders - then every member waits PAUSED for one that is behind it, for ever (seen: a
+      SIGKILLed population hung on resume; ray-project/ray PR 48616 describes the same)."""
 
     def __init__(self, *args, seed: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -192,6 +198,23 @@ class _MemberScheduler:
     def _checkpoint_or_exploit(self, *args, **kwargs):
         with self._own_generators():
             return super()._checkpoint_or_exploit(*args, **kwargs)
+
+    def choose_trial_to_run(self, tune_controller):
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is None and self._synch:
+            from ray.tune.experiment import Trial
+
+            live = [t for t in tune_controller.get_trials() if not t.is_finished() and t in self._trial_state]
+            waiting = [t for t in live if t.status in (Trial.PENDING, Trial.PAUSED)]
+            times = [self._trial_state[t].last_train_time for t in live]
+            if waiting and not any(t.status == Trial.RUNNING for t in live) \
+                    and min(times) >= self._next_perturbation_sync:
+                # every live member waits for a sync step none is behind: move it to the next
+                # multiple of the interval past the furthest member, and choose again
+                step = self._perturbation_interval
+                self._next_perturbation_sync = (max(times) // step + 1) * step
+                trial = super().choose_trial_to_run(tune_controller)
+        return trial
 
     def _get_new_config(self, trial, trial_to_clone):
         with self._own_generators():
