@@ -8,6 +8,7 @@ refuses is a one-line config error before Ray starts.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import gymnasium as gym
@@ -54,15 +55,36 @@ def make_env(env_id: str, env_config: dict[str, Any] | None = None):
     return gym.make(env_id, **dict(env_config or {}))
 
 
+def env_kwargs(env_id: str) -> list[str]:
+    """The keyword arguments ``env_id``'s constructor takes (its entry point's signature), [] if
+    they cannot be read (an entry point taking ``**kwargs``, a creator function that hides them)."""
+    import inspect
+
+    from ..quadrotor.env import ENV_ID, QuadrotorHover
+
+    try:
+        target = QuadrotorHover if env_id == ENV_ID else gym.spec(env_id).entry_point
+        if isinstance(target, str):
+            target = gym.envs.registration.load_env_creator(target)
+        params = inspect.signature(target).parameters.values()
+    except Exception:  # noqa: BLE001  (only the hint is lost)
+        return []
+    return [p.name for p in params
+            if p.name not in ("self", "render_mode") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def try_env(env_id: str, env_config: dict[str, Any]) -> None:
     """Make (and close) the env once with ``env_config``: a kwarg it refuses is a ValueError
-    naming the env and its complaint, before any runner tries."""
+    naming the key, the env and the keys it takes, before any runner tries."""
     try:
         env = make_env(env_id, env_config)
     except (TypeError, ValueError) as e:
-        msg = str(e).split("argument ")[-1] if "unexpected keyword" in str(e) else str(e)
-        what = "not an env_config key of" if "unexpected keyword" in str(e) else "env_config refused by"
-        raise ValueError(f"env_config: {what} {env_id}: {msg}") from None
+        key = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+        if key:
+            allowed = env_kwargs(env_id)
+            raise ValueError(f"env_config: {key.group(1)!r} is not a key of {env_id}"
+                             + (f"; allowed: {', '.join(allowed)}" if allowed else "")) from None
+        raise ValueError(f"env_config refused by {env_id}: {e}") from None
     env.close()
 
 

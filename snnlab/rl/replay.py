@@ -225,6 +225,9 @@ class FlatReplayTrainingStep:
     ``updates_in_one_call`` (an algorithm whose Learner supports it: TD3's): a round's updates
     go to the Learner as one batch of ``train_weight`` minibatches in one
     ``learner_group.update`` call (:meth:`_update_in_one_call`) instead of one call each.
+
+    ``setup`` / ``training_step`` extend DQN's (no ``@override``: RLlib's decorator requires the
+    defining class to subclass the parent, and a mixin does not).
     """
 
     #: hand a round's updates to the Learner in one call (its Learner must act per minibatch)

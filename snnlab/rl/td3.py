@@ -204,6 +204,7 @@ class TD3Config(AlgorithmConfig):
         return TD3TorchLearner
 
     @property
+    @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return super()._model_config_auto_includes | {
             "exploration_noise": self.exploration_noise,
@@ -228,6 +229,7 @@ class TD3(FlatReplayTrainingStep, DQN):
     updates_in_one_call = True
 
     @classmethod
+    @override(DQN)
     def get_default_config(cls) -> TD3Config:
         return TD3Config()
 
