@@ -53,6 +53,38 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
         algo.stop()
 
 
+def test_ppo_learner_with_one_finiteness_check_trains_as_rllibs(ray_session):
+    """SpikingPPO's Learner (one finiteness check of all gradients per minibatch, issue 20) gives
+    the parameters RLlib's PPOTorchLearner gives, bit for bit: same config, same seed, two
+    iterations each; a non-finite gradient still takes RLlib's path (zeroed, with its warning)."""
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    from snnlab.rl.ppo import SpikingPPOTorchLearner
+
+    trained = []
+    for learner_class in (SpikingPPOTorchLearner, PPOTorchLearner):
+        config = build_algorithm_config(rl_cfg(seed=3)).training(learner_class=learner_class)
+        algo = config.build_algo()
+        try:
+            learner = algo.learner_group._learner
+            assert type(learner) is learner_class
+            before = [p.detach().clone() for p in learner_module(algo).parameters()]
+            for _ in range(2):
+                algo.train()
+            after = [p.detach().clone() for p in learner_module(algo).parameters()]
+            assert any(not torch.equal(a, b) for a, b in zip(before, after))
+            trained.append(after)
+            if learner_class is SpikingPPOTorchLearner:
+                pid, param = next(iter(learner._params.items()))
+                grads = {k: torch.zeros_like(p) for k, p in learner._params.items()}
+                grads[pid] = torch.full_like(param, float("nan"))
+                learner.apply_gradients(grads)
+                assert torch.equal(param.grad, torch.zeros_like(param))  # RLlib's nan_to_num
+        finally:
+            algo.stop()
+    assert all(torch.equal(a, b) for a, b in zip(*trained))
+
+
 @pytest.mark.parametrize("replay_buffer,buffer_class", [
     ("flat", "FlatEpisodeReplayBuffer"), ("episode", "EpisodeReplayBuffer")])
 def test_sac_with_spiking_actor_trains(ray_session, replay_buffer, buffer_class):

@@ -509,7 +509,7 @@ def test_polyak_update_is_rllibs_bit_for_bit():
 
 
 def test_non_finite_gradients_take_rllibs_path(learner_algo):
-    from snnlab.rl.td3 import _all_finite
+    from snnlab.rl.learner import all_finite as _all_finite
 
     assert _all_finite([torch.ones(3), torch.zeros(2, 2)])
     assert not _all_finite([torch.ones(3), torch.tensor([1.0, float("nan")])])

@@ -2,7 +2,9 @@
 
 The module is :class:`snnlab.rl.modules.SpikingPPOModule` (spiking actor, ANN value head;
 ``reset`` or ``sequence`` mode). ``SpikingPPO`` is RLlib's PPO whose checkpoints also hold the
-slope schedule and the reward curriculum.
+slope schedule and the reward curriculum; its Learner is RLlib's ``PPOTorchLearner`` with one
+finiteness check of all gradients per minibatch instead of two per parameter
+(:class:`snnlab.rl.learner.OneFiniteCheckMixin`; the updates are bit-identical).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from typing import Literal
 import gymnasium as gym
 from pydantic import Field
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.utils.annotations import override
 
 from ..config import Strict
 from .callbacks import SpikingStateMixin
 from .entry import AlgorithmEntry, box_actions
+from .learner import OneFiniteCheckMixin
 from .modules import SpikingPPOModule
 
 
@@ -38,9 +43,21 @@ class SpikingPPO(SpikingStateMixin, PPO):
     """RLlib's PPO whose checkpoints also hold the slope schedule and the reward curriculum."""
 
 
+class SpikingPPOTorchLearner(OneFiniteCheckMixin, PPOTorchLearner):
+    """RLlib's PPO Learner; ``apply_gradients`` checks all gradients for finiteness at once."""
+
+
+class SpikingPPOConfig(PPOConfig):
+    """RLlib's PPOConfig whose default Learner is :class:`SpikingPPOTorchLearner`."""
+
+    @override(PPOConfig)
+    def get_default_learner_class(self):
+        return SpikingPPOTorchLearner
+
+
 def build(cfg) -> tuple[PPOConfig, type]:
     a = cfg.algorithm
-    config = PPOConfig(algo_class=SpikingPPO).training(
+    config = SpikingPPOConfig(algo_class=SpikingPPO).training(
         lr=a.lr, gamma=a.gamma, lambda_=a.lambda_, clip_param=a.clip_param,
         vf_clip_param=a.vf_clip_param, entropy_coeff=a.entropy_coeff,
         vf_loss_coeff=a.vf_loss_coeff, train_batch_size_per_learner=a.train_batch_size,

@@ -80,6 +80,7 @@ from torch import nn
 
 from .callbacks import SpikingStateMixin
 from .entry import AlgorithmEntry, box_actions
+from .learner import OneFiniteCheckMixin
 from .modules import build_network, mlp, obs_dim
 from ..config import Strict
 from .replay import FLAT_BUFFER, FlatReplayTrainingStep, ReplayParams
@@ -375,7 +376,7 @@ class TD3TorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAP
 
 
 # --- Learner --------------------------------------------------------------------------------
-class TD3TorchLearner(DQNTorchLearner):
+class TD3TorchLearner(OneFiniteCheckMixin, DQNTorchLearner):
     """TD3's losses, the delayed actor update and the delayed Polyak target update.
 
     Two optimizers per module, as in RLlib's SAC: ``qf`` (both critics, ``critic_lr``)
@@ -461,21 +462,11 @@ class TD3TorchLearner(DQNTorchLearner):
 
     @override(DQNTorchLearner)
     def apply_gradients(self, gradients_dict) -> None:
-        """RLlib's step of every optimizer, with one finiteness check for all gradients instead
-        of one per parameter (RLlib's own path, which zeroes non-finite values with a warning,
-        runs whenever a gradient is not finite); then the targets move if the actor stepped -
-        per update, so that several updates in one ``update()`` call (minibatches) each see
-        the targets the previous one left."""
-        grads = list(gradients_dict.values())
-        if (self._grad_scalers is not None or self._lr_scheduler_classes is not None
-                or (not self.config.torch_skip_nan_gradients and not _all_finite(grads))):
-            super().apply_gradients(gradients_dict)
-        else:
-            for pid, grad in gradients_dict.items():
-                self._params[pid].grad = grad
-            for module_id, names in self._module_optimizers.items():
-                for name in names:
-                    self.get_optimizer(module_id, name).step()
+        """RLlib's step of every optimizer with one finiteness check for all gradients
+        (:class:`~snnlab.rl.learner.OneFiniteCheckMixin`); then the targets move if the actor
+        stepped - per update, so that several updates in one ``update()`` call (minibatches)
+        each see the targets the previous one left."""
+        super().apply_gradients(gradients_dict)
         self._update_targets()
 
     def _update_targets(self) -> None:
@@ -529,16 +520,6 @@ def _is_flat_buffer(kind) -> bool:
     from .replay import FlatEpisodeReplayBuffer
 
     return kind == FLAT_BUFFER or (isinstance(kind, type) and issubclass(kind, FlatEpisodeReplayBuffer))
-
-
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """True only if every value of every tensor is finite, with one cheap check: the sum of all
-    values (NaN and inf propagate into it; torch's ``isfinite`` is a slow scalar loop on CPU).
-    A sum that overflows though every value is finite says False: the caller then runs the
-    exact per-tensor check, so the answer only costs time, never correctness."""
-    if not tensors:
-        return True
-    return bool(torch.cat([t.reshape(-1) for t in tensors]).sum().isfinite())
 
 
 @torch.no_grad()
