@@ -70,3 +70,23 @@ def test_bad_spaces_and_mode():
     with pytest.raises(ValueError, match="flat Box"):
         SpikingPPOModule(observation_space=gym.spaces.Discrete(4), action_space=gym.spaces.Discrete(2),
                          model_config=CFG)
+
+
+def test_mode_is_walked_only_when_it_changes(monkeypatch):
+    """RLlib sets the mode around every call; the module walks its submodules only when the mode
+    really changes (it starts in eval mode, as an EnvRunner uses it), and the outputs do not
+    depend on the mode."""
+    m = module(gym.spaces.Discrete(3))
+    assert not m.training and not any(s.training for s in m.modules())
+    walks = []
+    real = torch.nn.Module.train
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: walks.append(mode) or real(self, mode))
+    batch = {Columns.OBS: torch.randn(7, 5)}
+    explored = [m.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS] for _ in range(3)]
+    assert walks == []  # EnvRunner: eval throughout, no walk
+    trained = [m.forward_train(batch)[Columns.ACTION_DIST_INPUTS] for _ in range(3)]
+    assert walks == [True] * len(list(m.modules()))  # one walk into training mode (self + every submodule)
+    assert all(s.training for s in m.modules())
+    assert all(torch.equal(a, b) for a, b in zip(explored, trained))
+    m.forward_exploration(batch)  # RLlib's eval + train round trip: two walks, mode restored
+    assert m.training and walks.count(False) >= 1

@@ -80,6 +80,17 @@ class SpikingPPOModule(TorchRLModule, ValueFunctionAPI):
             raise ValueError(f"unsupported action space {space}")
         self.net = build_network(cfg, n_obs, n_out)
         self.vf = mlp(n_obs, list(cfg.get("critic_hidden", [64, 64])), 1)
+        # No layer here behaves differently in training and eval mode, yet RLlib sets the mode
+        # around every call (eval + train per exploration step, train per minibatch), each a walk
+        # over every submodule (~10% of an iteration). Start in eval mode and walk only when the
+        # mode changes (train()): an EnvRunner's copy stays in eval mode, the Learner's switches
+        # to training once.
+        self.eval()
+
+    def train(self, mode: bool = True) -> SpikingPPOModule:
+        if mode == self.training:
+            return self
+        return super().train(mode)
 
     # --- state (sequence mode) ---------------------------------------------
     @override(TorchRLModule)

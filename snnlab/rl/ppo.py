@@ -4,7 +4,8 @@ The module is :class:`snnlab.rl.modules.SpikingPPOModule` (spiking actor, ANN va
 ``reset`` or ``sequence`` mode). ``SpikingPPO`` is RLlib's PPO whose checkpoints also hold the
 slope schedule and the reward curriculum; its Learner is RLlib's ``PPOTorchLearner`` with one
 finiteness check of all gradients per minibatch instead of two per parameter
-(:class:`snnlab.rl.learner.OneFiniteCheckMixin`; the updates are bit-identical).
+(:class:`snnlab.rl.learner.OneFiniteCheckMixin`) and torch's foreach Adam; the updates are
+bit-identical to RLlib's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import gymnasium as gym
+import torch
 from pydantic import Field
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
@@ -44,7 +46,16 @@ class SpikingPPO(SpikingStateMixin, PPO):
 
 
 class SpikingPPOTorchLearner(OneFiniteCheckMixin, PPOTorchLearner):
-    """RLlib's PPO Learner; ``apply_gradients`` checks all gradients for finiteness at once."""
+    """RLlib's PPO Learner; ``apply_gradients`` checks all gradients for finiteness at once, and
+    the Adam step runs torch's ``foreach`` implementation (bit-identical to the per-parameter loop
+    torch runs on a CPU by default; tests/test_rl_algorithms.py checks both against RLlib's)."""
+
+    @override(PPOTorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        # TorchLearner's default (one Adam over the module, lr from config.lr), foreach
+        params = self.get_parameters(self._module[module_id])
+        self.register_optimizer(module_id=module_id, optimizer=torch.optim.Adam(params, foreach=True),
+                                params=params, lr_or_lr_schedule=config.lr)
 
 
 class SpikingPPOConfig(PPOConfig):
