@@ -127,6 +127,11 @@ def _add_run_options(p, storage: str, resume: str) -> None:
                    help="W&B: offline run files in each trial's folder (default), online (needs "
                    "`wandb login`), or off")
     p.add_argument("--resume", action="store_true", help=resume)
+    p.add_argument("--restart-unfinished", action="store_true",
+                   help="with --resume: trials that were running or pending start again from scratch "
+                   "(their folders cleared) instead of resuming from their last checkpoint - for "
+                   "trials whose checkpoints miss state, e.g. TD3's replay buffer; finished trials "
+                   "are kept, errored ones resume")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
                    help="Tune's verbosity (1: live table; 0: silent)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -154,7 +159,7 @@ def _cmd_sweep(args) -> int:
     from .sweep.run import run_sweep
 
     out = run_sweep(sweep, storage=args.storage, address=args.address, wandb_mode=args.wandb,
-                    resume=args.resume, verbose=args.verbose)
+                    resume=args.resume, verbose=args.verbose, restart_unfinished=args.restart_unfinished)
     print(out.summary_md)
     for err in out.errors:
         print(f"FAILED trial {err}")
@@ -196,7 +201,7 @@ def _cmd_study(args) -> int:
     study = load_study(args.file, budget=args.budget, overrides=args.overrides, seeds=seeds)
     check_wandb_mode(args.wandb)
     out = run_study(study, storage=args.storage, address=args.address, wandb_mode=args.wandb,
-                    resume=args.resume, verbose=args.verbose,
+                    resume=args.resume, verbose=args.verbose, restart_unfinished=args.restart_unfinished,
                     log=lambda msg: print(f"snnlab study: {msg}", flush=True),
                     command=" ".join(["snnlab", *map(shlex.quote, args.argv)]), report=build_study_report)
     claims = Path(out.report["claims"])

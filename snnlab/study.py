@@ -337,14 +337,15 @@ class StudyOutcome:
 
 def run_study(study: Study, storage: str = "runs", address: str | None = None,
               wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
-              log=print, command: str | None = None,
+              restart_unfinished: bool = False, log=print, command: str | None = None,
               report: Callable[[Path], dict[str, Path]] | None = None) -> StudyOutcome:
     """Run the study's stages in order (gradients, supervised, rl); then ``report(root)`` writes
     the combined report (``snnlab study`` passes :func:`snnlab.report.study.build_study_report`:
     the report is the layer above, so the study does not import it).
 
     With ``resume``, finished stages are kept (the gradient analysis is not redone) and
-    interrupted sweeps continue from their checkpoints.
+    interrupted sweeps continue from their checkpoints - or, with ``restart_unfinished``, their
+    unfinished trials start again from scratch (:func:`snnlab.sweep.run.run_sweep`).
     """
     from .diagnostics import run_analysis
     from .sweep.run import connect, run_sweep, storage_uri
@@ -362,6 +363,11 @@ def run_study(study: Study, storage: str = "runs", address: str | None = None,
                           f"or choose another --storage")
     if resume and not record_path.exists():
         raise ConfigError(f"{root}: no study to resume there")
+    if restart_unfinished:
+        from .sweep.run import check_restart_unfinished
+
+        for sweep in study.sweeps.values():
+            check_restart_unfinished(sweep, storage, resume)
     definition = study_definition(study)
     record = yaml.safe_load(record_path.read_text()) if resume else {}
     if resume and record.get("definition") is not None:
@@ -415,7 +421,7 @@ def run_study(study: Study, storage: str = "runs", address: str | None = None,
                 + (f" {sweep.seeds} of {sweep.spec.seeds}" if study.shard is not None else "") + ")")
             t0 = time.perf_counter()
             res = run_sweep(sweep, storage=str(root), address=address, wandb_mode=wandb_mode,
-                            resume=again, verbose=verbose)
+                            resume=again, verbose=verbose, restart_unfinished=again and restart_unfinished)
             earlier = stage_s.get(section, 0.0) if again else 0.0  # a resumed stage adds up
             stage_s[section] = round(earlier + time.perf_counter() - t0, 1)
             save_record()

@@ -65,6 +65,19 @@ def test_shipped_pbt_study_and_the_decisive_drone_budget():
     assert all(s.spec.seeds == [0, 1, 2, 3, 4, 5] for s in dec.sweeps.values())
 
 
+def test_restart_unfinished_in_a_study_needs_resume_and_no_populations(tmp_path):
+    shard = load_study(REPO / "sweeps" / "paper_part1_drone.yaml", "decisive", seeds=[0])
+    with pytest.raises(ConfigError, match="--restart-unfinished: only with --resume"):
+        run_study(shard, storage=str(tmp_path), wandb_mode="off", restart_unfinished=True, log=lambda m: None)
+    pbt = load_study(REPO / "sweeps" / "pbt_vs_schedules.yaml", "smoke")
+    (tmp_path / pbt.folder).mkdir()
+    (tmp_path / pbt.folder / "snnlab_study.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match="has population settings"):
+        run_study(pbt, storage=str(tmp_path), wandb_mode="off", resume=True, restart_unfinished=True,
+                  log=lambda m: None)
+    assert not (tmp_path / shard.folder).exists()  # refused before anything is written
+
+
 @pytest.mark.parametrize("sections, budget, message", [
     ({}, "huge", "--budget 'huge' is not defined; allowed: none"),
     ({"budgets": {"smoke": {"rl": {"seeds": [0]}}}}, None, "budgets.smoke.rl: the study has no `rl` section"),

@@ -144,6 +144,16 @@ def test_resume_and_summary_of_a_folder_without_a_sweep(tmp_path, capsys):
     assert rc == 2 and "no snnlab sweep here" in err
 
 
+def test_restart_unfinished_is_refused_where_it_cannot_apply(tmp_path, capsys):
+    path = write_yaml(tmp_path / "s.yaml", SL_SWEEP)
+    rc, _, err = run_cli(capsys, "sweep", str(path), "--restart-unfinished", "--storage", str(tmp_path / "r"))
+    assert rc == 2 and "--restart-unfinished: only with --resume" in err
+    rc, _, err = run_cli(capsys, "sweep", str(CONFIGS / "rl_pbt.yaml"), "--resume", "--restart-unfinished",
+                         "--storage", str(tmp_path / "r"))
+    assert rc == 2 and "rl_pbt has population settings (pbt/pb2)" in err
+    assert not (tmp_path / "r").exists()  # refused before anything starts
+
+
 def test_shipped_sweeps_load_with_every_budget():
     for name in ("rl_fixed_grid", "rl_schedules", "sl_fixed_grid", "sl_schedules"):
         for budget in (None, "smoke"):

@@ -90,6 +90,59 @@ threshold: 0.9
     assert "| fixed-k2 | 2 |" in (exp / "summary.md").read_text()
 
 
+def test_sigkilled_sweep_restarts_unfinished_trials_from_scratch(tmp_path):
+    """--resume --restart-unfinished (for trials whose checkpoints miss state, e.g. TD3's replay
+    buffer): the trials that were unfinished at the kill start again from step 1 - one row per
+    step, none carried over, every row trained since the (re)start - and, same seed, log what
+    the killed attempt had logged; finished trials are kept as they were."""
+    epochs = 6
+    path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
+name: restartme
+base: {CONFIGS / 'sl_digits.yaml'}
+set: {{trainer.max_epochs: {epochs}}}
+settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 50}}]
+seeds: [0]
+""")
+    storage = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
+                             str(storage), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
+                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exp = storage / "restartme"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill once some trial is part-way through
+            counts = [len(rows(d)) for d in exp.glob("*_seed*")] if exp.exists() else []
+            if any(2 <= c < epochs - 1 for c in counts):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial made progress in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(2)
+    from snnlab.sweep.storage import unfinished_trials
+
+    unfinished = unfinished_trials(exp)
+    assert unfinished, "the saved state holds no unfinished trial"
+    before = {d.name: rows(d) for d in exp.glob("*_seed*")}
+    res = snnlab(tmp_path, str(path), "--storage", str(storage), "--wandb", "off", "--resume",
+                 "--restart-unfinished", "--verbose", "0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = sorted(exp.glob("*_seed*"))
+    assert [t.name for t in trials] == ["fixed-k2_seed0", "fixed-k50_seed0"]
+    for t in trials:
+        after = rows(t)
+        assert [r["training_iteration"] for r in after] == list(range(1, epochs + 1)), t.name
+        if t.name in unfinished:  # started again: every row trained since the restart
+            assert [r["iterations_since_restore"] for r in after] == list(range(1, epochs + 1)), t.name
+        else:  # finished before the kill: kept
+            assert after == before[t.name]
+        for old, new in zip(before.get(t.name, []), after):  # same seed: the same numbers
+            assert (new["score"], new["val_loss"]) == (old["score"], old["val_loss"]), t.name
+
+
 def test_sigkilled_population_resumes_to_completion(tmp_path):
     """A PBT population killed mid-run (SIGKILL of the driver) continues with --resume: every
     member ends at the last epoch, its k within bounds, and the summary reads the population."""

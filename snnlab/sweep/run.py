@@ -34,7 +34,7 @@ import yaml
 
 from ..config import ConfigError
 from .spec import Sweep, population_name, run_steps, trial_name
-from .storage import crash_safe_uploads, trim_to_checkpoints
+from .storage import crash_safe_uploads, restart_unfinished as restart_trials, trim_to_checkpoints
 from .summary import SPEC_FILE, write_summary
 
 
@@ -279,11 +279,29 @@ def storage_uri(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+def check_restart_unfinished(sweep: Sweep, storage: str, resume: bool) -> None:
+    """``--restart-unfinished`` applies to a local resume of grid trials only (one line otherwise)."""
+    if not resume:
+        raise ConfigError("--restart-unfinished: only with --resume (it says how unfinished trials "
+                          "continue)")
+    if "://" in storage:
+        raise ConfigError(f"--restart-unfinished: needs a local --storage folder, not {storage}")
+    if sweep.populations():
+        raise ConfigError(f"--restart-unfinished: {sweep.spec.name} has population settings (pbt/pb2), "
+                          f"whose members must resume from checkpoints; resume without it")
+
+
 def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
-              wandb_mode: str = "offline", resume: bool = False, verbose: int = 1) -> SweepOutcome:
+              wandb_mode: str = "offline", resume: bool = False, verbose: int = 1,
+              restart_unfinished: bool = False) -> SweepOutcome:
+    """Run the sweep (or continue it: ``resume``). Unfinished and errored trials resume from their
+    last checkpoint; with ``restart_unfinished``, unfinished ones start again from scratch
+    (:func:`snnlab.sweep.storage.restart_unfinished`)."""
     storage = storage_uri(storage)
     exp_dir = f"{storage.rstrip('/')}/{sweep.spec.name}"
     local = "://" not in storage
+    if restart_unfinished:
+        check_restart_unfinished(sweep, storage, resume)
     if local and not resume and (Path(exp_dir) / SPEC_FILE).exists():
         raise ConfigError(f"{exp_dir} already holds this sweep's results; continue it with --resume "
                           f"or choose another --storage")
@@ -303,6 +321,8 @@ def run_sweep(sweep: Sweep, storage: str = "runs", address: str | None = None,
         if resume and Tuner.can_restore(exp_dir):
             from .trainables import trainable_for
 
+            if restart_unfinished:  # they resume as trials that never ran: from scratch
+                restart_trials(exp_dir)
             if local:  # the rows after each trial's checkpoint are trained (and logged) again
                 trim_to_checkpoints(exp_dir)
             tuner = Tuner.restore(exp_dir, trainable=trainable_for(sweep), resume_errored=True,

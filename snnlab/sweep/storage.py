@@ -25,6 +25,8 @@ in the driver:
 
 :func:`trim_to_checkpoints` then makes ``--resume`` exactly-once: the rows a trial logged
 after the checkpoint it resumes from are dropped, as it trains those steps again.
+:func:`restart_unfinished` (``--resume --restart-unfinished``) makes the unfinished trials start
+again from scratch instead (for checkpoints that miss state: TD3's hold no replay buffer).
 
 Remote storage (``s3://`` ...) is left to Tune as it is.
 """
@@ -171,6 +173,63 @@ def trim_to_checkpoints(exp_dir: str | Path) -> None:
         trial_dir = exp_dir / trial["relative_logdir"]
         _trim_result_json(trial_dir / "result.json", last)
         _trim_progress_csv(trial_dir / "progress.csv", last)
+
+
+def unfinished_trials(exp_dir: str | Path) -> list[str]:
+    """The folders (relative to ``exp_dir``) of the trials that the latest saved state holds as
+    unfinished - neither TERMINATED nor ERROR, as Tune's resume sorts them."""
+    exp_dir = Path(exp_dir)
+    states = sorted(exp_dir.glob(_STATE_GLOB))
+    if not states:
+        return []
+    return [t["relative_logdir"] for t in (json.loads(tj) for tj, _ in
+            json.loads(states[-1].read_text())["trial_data"]) if _unfinished(t)]
+
+
+def _unfinished(trial: dict) -> bool:
+    return trial.get("status") not in ("TERMINATED", "ERROR") and bool(trial.get("relative_logdir"))
+
+
+def restart_unfinished(exp_dir: str | Path) -> list[str]:
+    """Before a resume (``--resume --restart-unfinished``): make the trials that the latest saved
+    state holds as unfinished start again from scratch - in that state each becomes a trial that
+    never ran (status PENDING, fresh run metadata: no checkpoint, no results, no errors; the
+    checkpoint settings kept), and its folder (rows, checkpoints, W&B and TensorBoard files) is
+    deleted. Tune's resume then starts it from step 1 under its own trial id and folder name.
+    Finished and errored trials are left as they are. Returns the folders restarted.
+
+    Why: a trial whose checkpoint does not hold all of its state cannot be continued exactly from
+    it - TD3's checkpoints hold no replay buffer, so a resumed trial would go on learning from an
+    empty buffer. Restarted, it gives what an uninterrupted run gives (same seed). (Tune's own
+    ``ResumeConfig(unfinished=RESTART)`` gives the trial a new id and a new folder, ``<name>_<4
+    hex>``, beside the old one; this keeps the one folder per trial that summaries and exports
+    name.)"""
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    exp_dir = Path(exp_dir)
+    states = sorted(exp_dir.glob(_STATE_GLOB))
+    if not states:
+        return []
+    state = json.loads(states[-1].read_text())
+    restarted, data = [], []
+    for trial_json, meta_json in state["trial_data"]:
+        trial = json.loads(trial_json)
+        if _unfinished(trial):
+            old = _TrainingRunMetadata.from_json_state(meta_json)
+            fresh = _TrainingRunMetadata()
+            fresh.checkpoint_manager = _CheckpointManager(
+                checkpoint_config=old.checkpoint_manager.checkpoint_config)
+            trial["status"] = "PENDING"
+            trial_json, meta_json = json.dumps(trial, indent=2), fresh.get_json_state()
+            restarted.append(trial["relative_logdir"])
+        data.append([trial_json, meta_json])
+    if restarted:
+        state["trial_data"] = data
+        _replace_text(states[-1], json.dumps(state))
+        for rel in restarted:
+            shutil.rmtree(exp_dir / rel, ignore_errors=True)
+    return restarted
 
 
 def _replace_text(path: Path, text: str) -> None:
