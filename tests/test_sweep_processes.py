@@ -81,12 +81,10 @@ threshold: 0.9
     assert [t.name for t in trials] == ["fixed-k2_seed0", "fixed-k2_seed1", "fixed-k50_seed0", "fixed-k50_seed1"]
     for t in trials:
         its = [r["training_iteration"] for r in rows(t)]
-        # every trial complete. A row written just before the SIGKILL whose checkpoint Tune had not
-        # committed is trained again after the resume (seen once in CI: [1, 2, 2, 3, ...]); the
-        # summary keeps the latest of repeated steps, so at most one step may appear twice.
-        assert its[-1] == epochs and sorted(set(its)) == list(range(1, epochs + 1)), (t.name, its)
-        assert len(its) - len(set(its)) <= 1, (t.name, its)
-    assert sum(len(rows(t)) for t in trials) >= 4 * epochs - 2  # at most a stray lost row
+        # every trial complete, every step logged exactly once: a row written just before the
+        # SIGKILL whose checkpoint Tune had not committed is trained again after the resume (seen
+        # once in CI as [1, 2, 2, 3, ...]); trim_to_checkpoints drops it before the resume
+        assert its == list(range(1, epochs + 1)), (t.name, its)
     assert "| fixed-k2 | 2 |" in (exp / "summary.md").read_text()
 
 
