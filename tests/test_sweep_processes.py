@@ -43,6 +43,26 @@ def rows(trial_dir: Path) -> list[dict]:
     return out
 
 
+def kill_part_way(tmp_path, path: Path, trial_dirs, done, what: str = "trial") -> None:
+    """Start `snnlab sweep FILE` and SIGKILL its driver once ``done(row counts)`` of the trial
+    folders ``trial_dirs()`` says some trial is part-way through."""
+    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
+                             str(tmp_path / "runs"), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
+                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if done([len(rows(d)) for d in trial_dirs()]):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no {what} made progress in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_sigkilled_sweep_resumes_to_completion(tmp_path):
     epochs = 8
     path = write_yaml(tmp_path / "s.yaml", f"""kind: sweep
@@ -54,23 +74,8 @@ seeds: [0, 1]
 threshold: 0.9
 """)
     storage = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
-                             str(storage), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
-                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     exp = storage / "killme"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill once some trial is part-way through
-            counts = [len(rows(d)) for d in exp.glob("*_seed*")] if exp.exists() else []
-            if any(2 <= c < epochs for c in counts):
-                break
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no trial made progress in time")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_part_way(tmp_path, path, lambda: exp.glob("*_seed*"), lambda n: any(2 <= c < epochs for c in n))
     before = {d.name: len(rows(d)) for d in exp.glob("*_seed*")}
     assert sum(before.values()) < 4 * epochs, before
     time.sleep(2)
@@ -102,23 +107,8 @@ settings: [{{kind: fixed, k: 2}}, {{kind: fixed, k: 50}}]
 seeds: [0]
 """)
     storage = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
-                             str(storage), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
-                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     exp = storage / "restartme"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill once some trial is part-way through
-            counts = [len(rows(d)) for d in exp.glob("*_seed*")] if exp.exists() else []
-            if any(2 <= c < epochs - 1 for c in counts):
-                break
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no trial made progress in time")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_part_way(tmp_path, path, lambda: exp.glob("*_seed*"), lambda n: any(2 <= c < epochs - 1 for c in n))
     time.sleep(2)
     from snnlab.sweep.storage import unfinished_trials
 
@@ -154,23 +144,10 @@ seeds: [0]
 threshold: 0.9
 """)
     storage = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "snnlab.cli", "sweep", str(path), "--storage",
-                             str(storage), "--wandb", "off", "--verbose", "0"], cwd=tmp_path,
-                            env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pop = storage / "killpop" / "pbt_seed0"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill once some member is past the first exploit round
-            counts = [len(rows(d)) for d in pop.glob("pbt_seed0_m*")] if pop.exists() else []
-            if any(3 <= c < epochs for c in counts):
-                break
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no member made progress in time")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # kill once some member is past the first exploit round
+    kill_part_way(tmp_path, path, lambda: pop.glob("pbt_seed0_m*"), lambda n: any(3 <= c < epochs for c in n),
+                  what="member")
     before = {d.name: len(rows(d)) for d in pop.glob("pbt_seed0_m*")}
     assert sum(before.values()) < 4 * epochs, before
     time.sleep(2)
