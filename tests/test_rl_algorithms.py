@@ -53,28 +53,51 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
         algo.stop()
 
 
-def test_ppo_learner_with_one_finiteness_check_trains_as_rllibs(ray_session):
-    """SpikingPPO's Learner (one finiteness check of all gradients per minibatch, issue 20) gives
-    the parameters RLlib's PPOTorchLearner gives, bit for bit: same config, same seed, two
-    iterations each; a non-finite gradient still takes RLlib's path (zeroed, with its warning)."""
+def _learner_numbers(result) -> dict:
+    """Every number the Learner reported for an iteration, by its key path, less the clocks."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}/{k}", v)
+        elif not any(t in prefix for t in ("throughput", "timer", "_time", "time_")):
+            out[prefix] = value.item() if hasattr(value, "item") else value
+    walk("learners", result["learners"])
+    return out
+
+
+@pytest.mark.parametrize("adam", ["foreach", "loop"])
+def test_ppo_learner_trains_as_rllibs_bit_for_bit(ray_session, monkeypatch, adam):
+    """SpikingPPO's Learner (one finiteness check of all gradients per minibatch, metrics once per
+    update call, lean minibatches, issue 20) gives the parameters and the learner metrics RLlib's
+    PPOTorchLearner gives, bit for bit: same config, same seed, two iterations each; the lean
+    minibatch path really ran; a non-finite gradient still takes RLlib's path (zeroed, with its
+    warning)."""
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 
+    from snnlab.rl import learner as learner_parts
     from snnlab.rl.ppo import SpikingPPOTorchLearner
 
-    trained = []
+    lean = []
+    concat = learner_parts._concat
+    monkeypatch.setattr(learner_parts, "_concat", lambda *a: lean.append(1) or concat(*a))
+    trained, reported = [], []
     for learner_class in (SpikingPPOTorchLearner, PPOTorchLearner):
-        config = build_algorithm_config(rl_cfg(seed=3)).training(learner_class=learner_class)
+        cfg = rl_cfg(seed=3, algorithm={**TINY_PPO, "minibatch_size": 48, "adam": adam})
+        config = build_algorithm_config(cfg).training(learner_class=learner_class)
         algo = config.build_algo()
         try:
             learner = algo.learner_group._learner
             assert type(learner) is learner_class
             before = [p.detach().clone() for p in learner_module(algo).parameters()]
-            for _ in range(2):
-                algo.train()
+            results = [algo.train() for _ in range(2)]
             after = [p.detach().clone() for p in learner_module(algo).parameters()]
             assert any(not torch.equal(a, b) for a, b in zip(before, after))
             trained.append(after)
+            reported.append([_learner_numbers(r) for r in results])
             if learner_class is SpikingPPOTorchLearner:
+                assert len(lean) >= 2 * 2 * 256 // 48  # every minibatch of both iterations
                 pid, param = next(iter(learner._params.items()))
                 grads = {k: torch.zeros_like(p) for k, p in learner._params.items()}
                 grads[pid] = torch.full_like(param, float("nan"))
@@ -83,6 +106,26 @@ def test_ppo_learner_with_one_finiteness_check_trains_as_rllibs(ray_session):
         finally:
             algo.stop()
     assert all(torch.equal(a, b) for a, b in zip(*trained))
+    ours, rllibs = reported
+    for mine, theirs in zip(ours, rllibs):
+        assert mine.keys() == theirs.keys()
+        assert "learners/default_policy/policy_loss" in mine and "learners/default_policy/curr_kl_coeff" in mine
+        assert mine == theirs
+
+
+def test_ppo_adam_setting(ray_session):
+    """``algorithm.adam`` picks torch's Adam implementation; an unknown one is refused at load."""
+    from snnlab.config import ConfigError
+
+    for adam, flags in (("fused", {"fused": True}), ("loop", {"foreach": False})):
+        algo = build_algorithm_config(rl_cfg(algorithm={**TINY_PPO, "adam": adam})).build_algo()
+        try:
+            opt = algo.learner_group._learner.get_optimizer()
+            assert all(opt.defaults[k] == v for k, v in flags.items())
+        finally:
+            algo.stop()
+    with pytest.raises(ConfigError, match="adam"):
+        rl_cfg(algorithm={**TINY_PPO, "adam": "sgd"})
 
 
 @pytest.mark.parametrize("replay_buffer,buffer_class", [

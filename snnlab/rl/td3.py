@@ -80,7 +80,7 @@ from torch import nn
 
 from .callbacks import SpikingStateMixin
 from .entry import AlgorithmEntry, box_actions
-from .learner import OneFiniteCheckMixin
+from .learner import ADAM_IMPLS, OneFiniteCheckMixin
 from .modules import build_network, mlp, obs_dim
 from ..config import Strict
 from .replay import FLAT_BUFFER, FlatReplayTrainingStep, ReplayParams
@@ -89,12 +89,6 @@ QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
 QF_TARGET_NEXT = "q_target_next"
 QF_LOSS_KEY = "qf_loss"
-
-#: torch.optim.Adam's implementations, by the name of TD3's ``adam`` setting. ``loop`` (torch's
-#: default on CPU: one tensor at a time) and ``foreach`` (all tensors per op) give bit-identical
-#: parameters; ``fused`` (one kernel per step, ~3x faster on the drone actor) rounds differently:
-#: parameters differ from ``loop``'s by float32 rounding (measured: docs/benchmarks.md)
-ADAM_IMPLS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
 
 #: the flat buffer (default, fast) or RLlib's own episode buffers (DQN's training step)
 REPLAY_BUFFERS = (FLAT_BUFFER, "EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer")
