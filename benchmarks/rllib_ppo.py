@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/rllib_ppo.py [--iterations 4] [--backends cpp] [--num-envs 1,8]
                                              [--env CartPole-v1|snnlab/QuadrotorHover-v0] [--threads 1]
+                                             [--adam foreach|loop|fused]
 
 All: PPO (new API stack), num_env_runners=0, 2000 env steps per iteration (4000 on the
 quadrotor), minibatch 128, 10 epochs, actor hidden [64, 64, 64]; the spiking actor runs T=4
@@ -9,7 +10,8 @@ internal steps per action (reset mode), once per LIF backend given. Each actor r
 each number of envs per EnvRunner (the quadrotor's N drones in one numpy step:
 ``vectorize_mode: vector_entry_point``). Reported per iteration (median after the first):
 sampling env steps/s (RLlib's env_runner_sampling_timer), the learner update time, the
-whole iteration and env steps/s over the whole iteration (sampling + learning).
+whole iteration and env steps/s over the whole iteration (sampling + learning). ``--adam``: the
+spiking PPO's ``algorithm.adam`` (the MLP runs RLlib's PPO as shipped).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ def vectorize_mode(env: str) -> str:
     return "vector_entry_point" if env == ENV_ID else "sync"
 
 
-def spiking_config(env: str, backend: str, num_envs: int):
+def spiking_config(env: str, backend: str, num_envs: int, adam: str = "foreach"):
     cfg = validate_experiment({
         "kind": "rl", "env": env, "logging": {"wandb": "off"},
-        "algorithm": {"name": "PPO", "train_batch_size": batch_size(env)},
+        "algorithm": {"name": "PPO", "train_batch_size": batch_size(env), "adam": adam},
         "model": {"hidden": [64, 64, 64], "num_steps": 4, "backend": backend},
         "runners": {"num_envs_per_env_runner": num_envs, "vectorize_mode": vectorize_mode(env)},
         "slope": {"kind": "fixed", "k": 2}}, "benchmark")
@@ -60,6 +62,8 @@ def main() -> None:
     ap.add_argument("--backends", default="cpp", help="LIF backends of the spiking actor")
     ap.add_argument("--num-envs", default="1,8", help="envs per EnvRunner, comma-separated")
     ap.add_argument("--env", default="CartPole-v1")
+    ap.add_argument("--adam", default="foreach", choices=("foreach", "loop", "fused"),
+                    help="the spiking PPO's torch Adam implementation")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of this process "
                     "(Learner and local EnvRunner); default: torch's")
     args = ap.parse_args()
@@ -70,7 +74,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     runs = []
     for n in (int(x) for x in args.num_envs.split(",")):
-        runs += [(f"spiking T=4, {b}, {n} env", (lambda b, n: lambda: spiking_config(args.env, b, n))(b, n))
+        runs += [(f"spiking T=4, {b}, {n} env", (lambda b, n: lambda: spiking_config(args.env, b, n, args.adam))(b, n))
                  for b in args.backends.split(",")]
         runs.append((f"MLP actor, {n} env", (lambda n: lambda: mlp_config(args.env, n))(n)))
     print(f"{args.env}: {batch_size(args.env)} env steps per iteration")

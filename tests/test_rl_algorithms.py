@@ -54,7 +54,8 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
 
 
 def _learner_numbers(result) -> dict:
-    """Every number the Learner reported for an iteration, by its key path, less the clocks."""
+    """Every number the Learner reported for an iteration, with its type, by its key path, less
+    the clocks."""
     out = {}
 
     def walk(prefix, value):
@@ -62,7 +63,7 @@ def _learner_numbers(result) -> dict:
             for k, v in value.items():
                 walk(f"{prefix}/{k}", v)
         elif not any(t in prefix for t in ("throughput", "timer", "_time", "time_")):
-            out[prefix] = value.item() if hasattr(value, "item") else value
+            out[prefix] = (type(value).__name__, value.item() if isinstance(value, torch.Tensor) else value)
     walk("learners", result["learners"])
     return out
 
@@ -111,6 +112,7 @@ def test_ppo_learner_trains_as_rllibs_bit_for_bit(ray_session, monkeypatch, adam
         assert mine.keys() == theirs.keys()
         assert "learners/default_policy/policy_loss" in mine and "learners/default_policy/curr_kl_coeff" in mine
         assert mine == theirs
+    assert "learners/default_policy/num_module_steps_trained" in ours[-1]
 
 
 def test_ppo_adam_setting(ray_session):

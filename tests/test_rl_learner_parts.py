@@ -17,16 +17,19 @@ def _log_like_a_learner(m, steps: int) -> None:
     """The kinds of calls an RLlib Learner makes per minibatch, plus ones that must not be held."""
     for i in range(steps):
         m.log_dict({"policy_loss": torch.tensor(0.5 * i), "entropy": 1.0 / (i + 1)}, key="p", window=1)
+        m.log_value(("p", "changing"), 3.0 * i, window=1)
         m.log_value(("p", "weights_seq_no"), 7, window=1)
         m.log_value(("p", "batch_mean"), 64 + i % 3, reduce="mean")  # an EMA: not held
-        m.log_value(("p", "steps"), 64, reduce="sum")
+        m.log_value(("p", "steps"), 64 + i, reduce="sum")
         m.log_value(("all", "steps_lifetime"), 64, reduce="lifetime_sum", with_throughput=True)
         m.log_value(("p", "float_sum"), 0.1, reduce="sum")  # float sums: not held (rounding)
         m.log_value(("p", "switch"), i if i % 2 else float(i), window=1 if i < 3 else 2)
+        m.log_value(("p", "window2"), float(i), window=1)  # created with window 2: not held
         m.log_value("top", np.int64(i), reduce="sum")
 
 
 def _numbers(tree_) -> dict:
+    """Every leaf with its type (RLlib's running sum turns ints into np.int64)."""
     out = {}
 
     def walk(prefix, v):
@@ -34,7 +37,7 @@ def _numbers(tree_) -> dict:
             for k, x in v.items():
                 walk(f"{prefix}/{k}", x)
         elif "throughput" not in prefix:
-            out[prefix] = v.item() if hasattr(v, "item") else v
+            out[prefix] = (type(v).__name__, v.item() if isinstance(v, torch.Tensor) else v)
     walk("", tree_)
     return out
 
@@ -44,18 +47,40 @@ def test_deferred_metrics_reduce_to_rllibs_numbers(rounds):
     plain, deferred = MetricsLogger(root=False), DeferredMetricsLogger(root=False)
     results = []
     for m in (plain, deferred):
+        m.log_value(("p", "window2"), -1.0, window=2)
         out = []
-        for _ in range(rounds):  # one Learner.update call each
+        for r in range(rounds):  # one Learner.update call each
             if m is deferred:
                 m.defer()
             _log_like_a_learner(m, 9)
             if m is deferred:
-                assert ("p", "steps") not in m.stats.get("p", {}) or rounds > 1  # held until the end
+                held = [k for k in (("p", "policy_loss"), ("p", "changing"), ("p", "steps"))
+                        if not m._key_in_stats(k)]
+                assert r > 0 or len(held) == 3  # held until the update ends
+                assert m._key_in_stats(("p", "batch_mean")) and m._key_in_stats(("p", "float_sum"))
                 m.stop_deferring()
             out.append(_numbers(m.reduce(compile=True)))
         results.append(out)
     assert results[0] == results[1]
-    assert results[1][-1]["/p/steps"] == 9 * 64 and results[1][-1]["/p/policy_loss"] == 4.0
+    last = results[1][-1]
+    assert last["/p/steps"] == ("int64", 9 * 64 + 36) and last["/p/policy_loss"][1] == 4.0
+    assert last["/p/changing"][1] == 24.0 and last["/p/window2"][1] == 7.5
+
+
+def test_deferred_metrics_hold_nothing_a_custom_stats_class_reduces():
+    from ray.rllib.utils.metrics.metrics_logger import DEFAULT_STATS_CLS_LOOKUP
+    from ray.rllib.utils.metrics.stats.sum import SumStats
+
+    class MySum(SumStats):
+        pass
+
+    m = DeferredMetricsLogger(root=False, stats_cls_lookup={**DEFAULT_STATS_CLS_LOOKUP, "sum": MySum})
+    m.defer()
+    m.log_value("n", 2, reduce="sum")
+    assert m._key_in_stats(("n",))  # logged at once: the class's reduction is not known
+    m.log_value("loss", 1.0, window=1)
+    assert not m._key_in_stats(("loss",))
+    m.stop_deferring()
 
 
 def test_deferred_metrics_are_readable_while_held():
@@ -67,13 +92,20 @@ def test_deferred_metrics_are_readable_while_held():
     m.log_value(("p", "n"), 4, reduce="sum")
     m.stop_deferring()
     assert m.peek(("p", "n")) == 7
+    m.defer()
+    m.log_value(("p", "kl"), 9.0, window=1)
+    state = m.get_state()  # includes what was held
+    m.log_value(("p", "kl"), 5.0, window=1)
+    m.set_state(state)  # a restore replaces what was logged since (as in RLlib's logger)
+    m.stop_deferring()
+    assert m.peek(("p", "kl")) == 9.0
 
 
 def _batch(n: int, seed: int = 0, **extra) -> SampleBatch:
     g = torch.Generator().manual_seed(seed)
     cols = {"obs": torch.randn(n, 4, generator=g), "actions": torch.randint(0, 2, (n,), generator=g),
             "advantages": torch.randn(n, generator=g), **extra}
-    return SampleBatch(cols, _num_grad_updates=3)
+    return SampleBatch(cols, _num_grad_updates=3, _max_seq_len=20)  # RLlib's slices drop max_seq_len
 
 
 def _minibatches(cls, n, size, epochs, shuffle, total=0, seed=0):
@@ -105,7 +137,8 @@ def test_lean_minibatches_are_rllibs(monkeypatch, n, size, epochs, shuffle, tota
         assert x.keys() == y.keys() and len(x) == len(y) == size
         for key in y:
             assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key])
-        for attr in ("num_grad_updates", "time_major", "zero_padded", "max_seq_len", "is_training"):
+        for attr in ("num_grad_updates", "time_major", "zero_padded", "max_seq_len", "is_training",
+                     "_slice_seq_lens_in_B"):
             assert getattr(x, attr) == getattr(y, attr), attr
 
 

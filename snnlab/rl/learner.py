@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from ray._common.deprecation import DEPRECATED_VALUE  # what log_dict forwards for deprecated arguments
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+from ray.rllib.utils.metrics.metrics_logger import DEFAULT_STATS_CLS_LOOKUP, MetricsLogger
 from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 
 #: torch.optim.Adam's implementations, by the name of an ``adam`` setting. ``loop`` (torch's
@@ -67,19 +68,24 @@ class OneFiniteCheckMixin:
 
 # --- metrics once per update call -------------------------------------------------------------
 _LAST, _SUM = "last", "sum"
-_PLAIN = {"ema_coeff": None, "percentiles": None, "with_throughput": None}
+_PLAIN = ("ema_coeff", "percentiles", "with_throughput")
 
 
-def _deferrable(value, reduce, window, kwargs) -> str | None:
+def _given(kwargs) -> dict:
+    """The keyword arguments a caller really set (``log_dict`` forwards RLlib's deprecated ones as
+    ``DEPRECATED_VALUE``; None is the default of the rest)."""
+    return {k: v for k, v in kwargs.items() if v is not None and v is not DEPRECATED_VALUE}
+
+
+def _deferrable(value, reduce, window, given) -> str | None:
     """How a ``log_value`` call may be deferred: ``last`` (a window of 1: only the last value
     survives a reduce), ``sum`` (an integer added to a sum: only the total does), or None."""
-    extra = {k: v for k, v in kwargs.items() if k != "with_throughput"}
-    if any(extra.get(k) is not None for k in _PLAIN) or any(k not in _PLAIN for k in extra):
+    if any(k not in _PLAIN for k in given) or "ema_coeff" in given or "percentiles" in given:
         return None  # anything unusual (ema, percentiles, deprecated arguments) goes straight in
-    if window == 1 and reduce in (None, "mean") and kwargs.get("with_throughput") is None:
+    if window == 1 and reduce in (None, "mean") and not given:
         return _LAST
     if (window is None and reduce in ("sum", "lifetime_sum")
-            and isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+            and (type(value) is int or type(value) is np.int64)):
         return _SUM
     return None
 
@@ -87,11 +93,17 @@ def _deferrable(value, reduce, window, kwargs) -> str | None:
 class DeferredMetricsLogger(MetricsLogger):
     """RLlib's ``MetricsLogger`` that, between :meth:`defer` and :meth:`stop_deferring`, keeps the
     last value of each window-1 key and the running total of each integer sum, and logs each key
-    once when it stops (or before anything reads the logger: ``peek``, ``reduce``, state)."""
+    once when it stops (or before anything reads the logger: ``peek``, ``reduce``, state).
+
+    A key is held only where RLlib's default Stats classes would reduce it that way: the
+    reduction's class is the default one and a Stats object already under the key has that class
+    and window. A sum of more than one value is logged as ``np.int64``, the type RLlib's running
+    sum gives; a lifetime sum adds floats either way."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending: dict | None = None  # None: not deferring
+        self._checked: set = set()  # keys whose existing Stats object allows holding
 
     def defer(self) -> None:
         self._flush()
@@ -104,25 +116,43 @@ class DeferredMetricsLogger(MetricsLogger):
     def _flush(self, only=None) -> None:
         if not self._pending:
             return
-        keys = list(self._pending) if only is None else [only]
-        for key in keys:
-            value, reduce, window, kwargs, _ = self._pending.pop(key)
+        for key in (list(self._pending) if only is None else [only]):
+            value, reduce, window, kwargs, kind, count = self._pending.pop(key)
+            if kind == _SUM and reduce == "sum" and count > 1:
+                value = np.int64(value)
             super().log_value(key, value, reduce=reduce, window=window, **kwargs)
+
+    def _may_hold(self, key: tuple, kind: str, reduce, window) -> bool:
+        name = "mean" if kind == _LAST else reduce
+        cls = DEFAULT_STATS_CLS_LOOKUP.get(name)
+        if cls is None or self.stats_cls_lookup.get(name) is not cls:
+            return False  # a custom Stats class: its reduction is not known here
+        if (key, name) in self._checked:
+            return True
+        if self._key_in_stats(key):
+            stats = self._get_key(key)
+            if type(stats) is not cls or getattr(stats, "_window", None) != window:
+                return False
+        self._checked.add((key, name))
+        return True
 
     def log_value(self, key, value, *, reduce=None, window=None, **kwargs) -> None:
         if self._pending is not None:
             tkey = key if isinstance(key, tuple) else (key,)
-            kind = _deferrable(value, reduce, window, kwargs)
+            given = _given(kwargs)
+            kind = _deferrable(value, reduce, window, given)
+            if kind is not None and not self._may_hold(tkey, kind, reduce, window):
+                kind = None
             held = self._pending.get(tkey)
             if held is not None and (kind is None or held[4] != kind or held[1:4] != (reduce, window, kwargs)):
                 self._flush(tkey)
                 held = None
             if kind == _LAST:
-                self._pending[tkey] = (value, reduce, window, kwargs, kind)
+                self._pending[tkey] = (value, reduce, window, kwargs, kind, 1)
                 return
             if kind == _SUM:
-                total = value if held is None else held[0] + value
-                self._pending[tkey] = (total, reduce, window, kwargs, kind)
+                total, count = (int(value), 1) if held is None else (held[0] + int(value), held[5] + 1)
+                self._pending[tkey] = (total, reduce, window, kwargs, kind, count)
                 return
         super().log_value(key, value, reduce=reduce, window=window, **kwargs)
 
@@ -141,6 +171,24 @@ class DeferredMetricsLogger(MetricsLogger):
     def __contains__(self, key) -> bool:
         self._flush()
         return super().__contains__(key)
+
+    # what RLlib would have logged before these calls is replaced or removed by them
+    def set_state(self, state) -> None:
+        self._drop()
+        super().set_state(state)
+
+    def reset(self) -> None:
+        self._drop()
+        super().reset()
+
+    def delete(self, *key, key_error: bool = True) -> None:
+        self._drop()
+        super().delete(*key, key_error=key_error)
+
+    def _drop(self) -> None:
+        if self._pending:
+            self._pending.clear()
+        self._checked.clear()
 
 
 class DeferredMetricsMixin:
@@ -223,8 +271,9 @@ def _concat(pieces, like: SampleBatch) -> SampleBatch:
         for _, a, b in pieces:
             rows += b - a
             weighted += like.num_grad_updates * (b - a)
-    return SampleBatch(cols, seq_lens=[], _time_major=like.time_major, _zero_padded=like.zero_padded,
-                       _max_seq_len=like.max_seq_len, _num_grad_updates=weighted / (rows or 1.0))
+    # RLlib's flat slices carry no max_seq_len and zero_padded=False; concat_samples keeps those
+    return SampleBatch(cols, seq_lens=[], _time_major=like.time_major, _zero_padded=False,
+                       _max_seq_len=None, _num_grad_updates=weighted / (rows or 1.0))
 
 
 class LeanMinibatchMixin:
