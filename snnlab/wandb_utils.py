@@ -72,6 +72,20 @@ def trial_dir_from_storage(storage) -> str:
     return os.getcwd()
 
 
+def own_wandb_service() -> None:
+    """Make this (a trial's) process start a W&B service of its own instead of joining one that
+    another process started. W&B hands its service to child processes through ``WANDB_SERVICE``
+    (``3-<pid of the starting process>-...``), and Ray's workers inherit the environment of the
+    process that started Ray: had that process used W&B first, every trial would share its
+    service, where a trial incarnation Tune stopped without finishing its run (a PBT exploit, a
+    restart in another actor) keeps the run id "in use" and the next incarnation's ``wandb.init``
+    fails. A token this process started itself is kept."""
+    token = os.environ.get("WANDB_SERVICE", "")
+    parts = token.split("-")
+    if len(parts) > 2 and parts[1].isdigit() and int(parts[1]) != os.getpid():
+        del os.environ["WANDB_SERVICE"]
+
+
 class TrialRun:
     """The W&B run of one sweep trial: ``wandb.init`` in the trial process, one history row per
     reported step (``step=training_iteration``), ``finish`` at the trial's end.
@@ -90,6 +104,7 @@ class TrialRun:
         mode = spec["mode"]
         if mode == "offline":
             os.environ["WANDB_MODE"] = "offline"
+        own_wandb_service()
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=spec["project"], group=spec["group"], name=spec["name"], tags=spec["tags"],

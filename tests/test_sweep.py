@@ -511,3 +511,30 @@ max_concurrent: 1
         assert energy["energy/ann_macs"] == 4 * 16 + 16 * 2 and energy["energy/network"] == "4-16-2, T=2"
         ids.add(rows[0]["trial_id"])
     assert len(pids) == 1 and len(ids) == 2  # one reused process, two trials
+
+
+def test_trial_wandb_run_starts_its_own_service_when_it_inherits_anothers(tmp_path):
+    """A trial process that inherited another process's W&B service token (Ray workers inherit
+    the environment of whoever started Ray) starts a service of its own: sharing one let a stopped
+    PBT member's open run keep its id "in use" for the member's next incarnation (a CI failure:
+    "run ID ... is in use"). Here the inherited token points at a service that does not exist, so
+    joining it fails; the run must still be written offline."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import os
+os.environ["WANDB_SERVICE"] = "3-{os.getpid()}-unix-{tmp_path}/no-such-socket"
+from snnlab.wandb_utils import TrialRun
+run = TrialRun({{"mode": "offline", "project": "p", "group": "g", "name": "n", "tags": [],
+               "id": "t_00001"}}, {{}}, {str(tmp_path)!r})
+run.log({{"training_iteration": 1, "score": 0.5}})
+run.finish()
+print(os.environ["WANDB_SERVICE"].split("-")[1] == str(os.getpid()))
+"""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("True")  # its own service, started by itself
+    assert list(tmp_path.glob("wandb/offline-run-*t_00001/run-*.wandb"))
