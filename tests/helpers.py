@@ -31,3 +31,18 @@ seeds: [0, 1]
 threshold: 0.5
 smoothing: 2
 """
+
+
+def leaves(tree, skip=()) -> dict:
+    """Every leaf of a nested result dict by its key path, with its type name (a tensor as its
+    item); paths containing one of ``skip`` (clocks, throughputs) left out."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}/{k}", v)
+        elif not any(t in prefix for t in skip):
+            out[prefix] = (type(value).__name__, value.item() if hasattr(value, "dim") else value)
+    walk("", tree)
+    return out

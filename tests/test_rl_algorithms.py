@@ -11,7 +11,7 @@ from snnlab.experiment import validate_experiment
 from snnlab.rl.callbacks import collect_slopes, get_module_slope, set_module_slope
 from snnlab.rl.train import build_algorithm_config, iteration_row, train_rl
 
-from .helpers import CONFIGS, write_yaml
+from .helpers import CONFIGS, leaves, write_yaml
 
 TINY_PPO = {"name": "PPO", "train_batch_size": 256, "minibatch_size": 64, "num_epochs": 2}
 TINY_SAC = {"name": "SAC", "train_batch_size": 32, "learning_starts": 64,
@@ -56,16 +56,8 @@ def test_ppo_trains_in_every_mode_and_action_space(ray_session, env, mode):
 def _learner_numbers(result) -> dict:
     """Every number the Learner reported for an iteration, with its type, by its key path, less
     the clocks."""
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}/{k}", v)
-        elif not any(t in prefix for t in ("throughput", "timer", "_time", "time_")):
-            out[prefix] = (type(value).__name__, value.item() if isinstance(value, torch.Tensor) else value)
-    walk("learners", result["learners"])
-    return out
+    return {f"learners{k}": v for k, v in
+            leaves(result["learners"], skip=("throughput", "timer", "_time", "time_")).items()}
 
 
 @pytest.mark.parametrize("adam", ["foreach", "loop"])

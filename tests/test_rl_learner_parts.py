@@ -12,6 +12,8 @@ from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 from snnlab.rl import learner as parts
 from snnlab.rl.learner import DeferredMetricsLogger, LeanCyclicIterator
 
+from .helpers import leaves
+
 
 def _log_like_a_learner(m, steps: int) -> None:
     """The kinds of calls an RLlib Learner makes per minibatch, plus ones that must not be held."""
@@ -30,16 +32,7 @@ def _log_like_a_learner(m, steps: int) -> None:
 
 def _numbers(tree_) -> dict:
     """Every leaf with its type (RLlib's running sum turns ints into np.int64)."""
-    out = {}
-
-    def walk(prefix, v):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(f"{prefix}/{k}", x)
-        elif "throughput" not in prefix:
-            out[prefix] = (type(v).__name__, v.item() if isinstance(v, torch.Tensor) else v)
-    walk("", tree_)
-    return out
+    return leaves(tree_, skip=("throughput",))
 
 
 @pytest.mark.parametrize("rounds", [1, 3])

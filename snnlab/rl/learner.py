@@ -68,7 +68,6 @@ class OneFiniteCheckMixin:
 
 # --- metrics once per update call -------------------------------------------------------------
 _LAST, _SUM = "last", "sum"
-_PLAIN = ("ema_coeff", "percentiles", "with_throughput")
 
 
 def _given(kwargs) -> dict:
@@ -80,7 +79,7 @@ def _given(kwargs) -> dict:
 def _deferrable(value, reduce, window, given) -> str | None:
     """How a ``log_value`` call may be deferred: ``last`` (a window of 1: only the last value
     survives a reduce), ``sum`` (an integer added to a sum: only the total does), or None."""
-    if any(k not in _PLAIN for k in given) or "ema_coeff" in given or "percentiles" in given:
+    if set(given) - {"with_throughput"}:
         return None  # anything unusual (ema, percentiles, deprecated arguments) goes straight in
     if window == 1 and reduce in (None, "mean") and not given:
         return _LAST
